@@ -1,0 +1,138 @@
+"""The algorithm seam: hyperparameters, requirements and node-batched round steps.
+
+An algorithm is one module holding
+
+* a pydantic ``Config`` (subclass of :class:`AlgorithmConfig`) with typed, bounded
+  hyperparameters and the paper's defaults;
+* ``requires``: what the compiler must check on the topology
+  (``connected``, ``doubly_stochastic``, ``symmetric``, ``star``);
+* ``init_state`` and ``round``, written against a :class:`WorkerContext`: the
+  oracle of the hosted data nodes and the :class:`~fedopt.engine.comm.Comm` through
+  which every message goes (and is metered). Algorithms never see YAML, the engine,
+  Ray or the wall clock.
+
+State is a dict of tensors whose leading dimension is the worker's hosted nodes (or
+a single row for the server's model), so an algorithm works the same whether its
+worker hosts all nodes (local engine) or a shard (Ray engine).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from fedopt.registry import Registry
+
+if TYPE_CHECKING:
+    from fedopt.engine.comm import Comm
+    from fedopt.network.compute_time import ComputeTimeModel
+    from fedopt.problems.base import Oracle
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", field="algorithm.name")
+
+State = dict[str, torch.Tensor]
+
+
+class AlgorithmConfig(BaseModel):
+    """Base of every algorithm's hyperparameter model (frozen, unknown keys rejected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+
+
+@dataclass
+class WorkerContext:
+    """What an algorithm may use on a worker.
+
+    Attributes
+    ----------
+    hosted
+        ``[k]`` int64 global ids of the hosted nodes, sorted.
+    roles
+        Role of each hosted node.
+    data_rows
+        ``[k]`` int64 row of each hosted node in ``oracle`` (-1 for nodes without data,
+        such as the server).
+    oracle
+        Node-batched oracle of the hosted data nodes.
+    comm
+        Metered messaging between nodes (the only way data crosses nodes).
+    compute
+        Compute-time model (simulated seconds per local step).
+    seed
+        Experiment seed.
+    chunk_size
+        Nodes processed together in cache-sized chunks by hot loops.
+    num_nodes
+        Total number of nodes in the experiment.
+    device, dtype
+        Where and in what precision the node tensors live.
+    server_id
+        Global id of the server node (None when the topology has none).
+    clients
+        ``[c]`` int64 global ids of every client node (all workers), sorted.
+    """
+
+    hosted: torch.Tensor
+    roles: tuple[str, ...]
+    data_rows: torch.Tensor
+    oracle: Oracle
+    comm: Comm
+    compute: ComputeTimeModel
+    seed: int
+    chunk_size: int
+    num_nodes: int
+    device: torch.device
+    dtype: torch.dtype
+    server_id: int | None = None
+    clients: torch.Tensor | None = None
+
+    def hosted_with_role(self, role: str) -> torch.Tensor:
+        """Local indices (into ``hosted``) of the hosted nodes with ``role``."""
+        idx = [i for i, r in enumerate(self.roles) if r == role]
+        return torch.tensor(idx, dtype=torch.int64)
+
+
+class Algorithm(ABC):
+    """Base class of every algorithm: one instance per worker.
+
+    Subclasses set ``Config``, ``requires`` and ``roles`` (the node roles they
+    run on) and implement :meth:`init_state`, :meth:`round` and :meth:`output`.
+    """
+
+    Config: ClassVar[type[AlgorithmConfig]]
+    requires: ClassVar[frozenset[str]] = frozenset()
+    roles: ClassVar[tuple[str, ...]] = ("gossip",)
+
+    def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
+        self.config = config
+        self.ctx = ctx
+
+    @abstractmethod
+    def init_state(self) -> State:
+        """Initial state of the hosted nodes."""
+
+    @abstractmethod
+    def round(self, state: State, t: int) -> None:
+        """Advance the hosted nodes by synchronous round ``t`` (in place)."""
+
+    @abstractmethod
+    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        """The models this worker reports: ``(node_ids [m], params [m, dim])``.
+
+        Evaluation uses their average ``x_bar``; consensus distance is the mean squared
+        distance of these rows to ``x_bar``.
+        """
+
+    @classmethod
+    def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int | None:
+        """Exact number of messages ``rounds`` rounds send (None if not closed-form).
+
+        Used by the conformance suite to check the meter against a hand count.
+        """
+        return None

@@ -1,0 +1,126 @@
+"""Federated Averaging (McMahan et al., AISTATS 2017) over a star: one server, N clients.
+
+Round ``t``:
+
+1. the server samples ``m = max(1, round(C * N))`` clients uniformly without
+   replacement (``C = client_fraction``; keyed by (seed, "client_sample", t));
+2. it sends the global model ``w`` to each sampled client (``m`` messages of ``dim``
+   floats);
+3. each sampled client ``k`` starts from ``w`` and takes ``local_steps`` SGD steps:
+   ``w_k <- w_k - lr * g_k(w_k)``;
+4. each sends back ``w_k`` and, with sample weighting, its sample count ``n_k``
+   (``m`` messages of ``dim`` (+1) floats);
+5. the server sets ``w <- w + server_lr * (sum_k n_k w_k / sum_k n_k - w)``
+   (``n_k = 1`` with uniform weighting).
+
+Clients are trained in cache-sized chunks; the aggregate is summed in the canonical
+order of :mod:`fedopt.engine.reduce`, so results do not depend on placement.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from fedopt import rng
+from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.engine.reduce import block_sum
+
+
+class FedAvgConfig(AlgorithmConfig):
+    """Hyperparameters of FedAvg."""
+
+    name: Literal["fedavg"] = "fedavg"
+    lr: float = Field(0.1, gt=0, description="client learning rate")
+    local_steps: int = Field(5, ge=1, description="local SGD steps per round")
+    client_fraction: float = Field(1.0, gt=0, le=1, description="fraction C sampled per round")
+    weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights")
+    server_lr: float = Field(1.0, gt=0, description="server step on the averaged update")
+
+
+def sample_clients(seed: int, clients: torch.Tensor, fraction: float, t: int) -> torch.Tensor:
+    """Sorted global ids of the clients sampled in round ``t`` (identical on every worker)."""
+    if fraction >= 1.0:
+        return clients
+    m = max(1, round(fraction * len(clients)))
+    u = rng.bits(rng.node_keys(seed, "client_sample", clients, t), 1).squeeze(1)
+    picked = torch.argsort(u, stable=True)[:m]
+    return torch.sort(clients[picked]).values
+
+
+@ALGORITHMS.register("fedavg")
+class FedAvg(Algorithm):
+    """FedAvg with node-batched client training (state ``w``: ``[1, dim]`` on the server)."""
+
+    Config = FedAvgConfig
+    requires = frozenset({"star"})
+    roles = ("server", "client")
+
+    def __init__(self, config: FedAvgConfig, ctx: WorkerContext) -> None:
+        super().__init__(config, ctx)
+        if ctx.server_id is None or ctx.clients is None:
+            raise ValueError("fedavg needs a topology with a server and clients")
+        servers = [int(ctx.hosted[i]) for i in ctx.hosted_with_role("server")]
+        self.server = servers[0] if servers else None  # hosted here?
+        self.server_id = ctx.server_id
+        self.client_local = ctx.hosted_with_role("client")
+        self.client_ids = ctx.clients
+        self._buf: torch.Tensor | None = None
+
+    def init_state(self) -> State:
+        ctx = self.ctx
+        rows = ctx.data_rows[self.client_local[:1]]
+        w = ctx.oracle.init_params(rows).to(device=ctx.device, dtype=ctx.dtype)
+        return {"w": w[:1].clone()} if self.server is not None else {}
+
+    def round(self, state: State, t: int) -> None:
+        cfg, ctx = self.config, self.ctx
+        sampled = sample_clients(ctx.seed, self.client_ids, cfg.client_fraction, t)
+        # local positions of the hosted sampled clients (hosted ids are sorted)
+        pos = torch.searchsorted(ctx.hosted, sampled).clamp_max(len(ctx.hosted) - 1)
+        mine = pos[ctx.hosted[pos] == sampled]
+        w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
+        w = w.reshape(-1)
+        d = w.numel()
+        rows = ctx.data_rows[mine]
+        if cfg.weighting == "samples":
+            weights = ctx.oracle.num_samples[rows].to(ctx.dtype)
+        else:
+            weights = torch.ones(len(rows), dtype=ctx.dtype)
+        C = ctx.chunk_size
+        if self._buf is None or self._buf.shape != (min(C, max(1, len(rows))), d):
+            self._buf = torch.empty((min(C, max(1, len(rows))), d), dtype=ctx.dtype)
+        acc = torch.zeros(d + 1, dtype=ctx.dtype, device=ctx.device)
+        for a in range(0, len(rows), C):
+            e = min(a + C, len(rows))
+            W = self._buf[: e - a]
+            W.copy_(w.expand(e - a, d))
+            for s in range(cfg.local_steps):
+                ctx.oracle.sgd_step_(W, rows[a:e], t * cfg.local_steps + s, cfg.lr)
+            acc[:d] += block_sum(W, weights[a:e])
+            acc[d] += weights[a:e].sum()
+        ctx.comm.compute(mine, cfg.local_steps, t)
+        by_samples = cfg.weighting == "samples"
+        payload = acc if by_samples else acc[:d]  # the sample count travels with the model
+        total = ctx.comm.gather_sum(payload, ctx.hosted[mine], self.server_id, "update")
+        if self.server is not None and total is not None:
+            avg = total[:d] / (total[d] if by_samples else float(len(sampled)))
+            g = state["w"][0]
+            g.add_(avg - g, alpha=cfg.server_lr)
+
+    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.server is None:
+            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
+        return torch.tensor([self.server]), state["w"]
+
+    @classmethod
+    def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
+        clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
+        m = (
+            clients
+            if config.client_fraction >= 1
+            else max(1, round(config.client_fraction * clients))
+        )
+        return 2 * m * rounds

@@ -1,0 +1,30 @@
+"""Throughput benchmarks (``fedopt bench``), comparable with ``shared/bench`` harnesses."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Dispatch ``fedopt bench WORKLOAD`` and return its JSON record."""
+    if args.workload == "fedavg-logreg":
+        from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
+
+        return bench_fedavg_logreg(
+            clients=args.clients,
+            rounds=args.rounds,
+            threads=args.threads,
+            chunk=args.chunk,
+            data=args.data,
+            meter=not args.no_meter,
+        )
+    from fedopt.bench.gossip_ring import bench_gossip_ring
+
+    return bench_gossip_ring(
+        nodes=args.nodes,
+        dim=args.dim,
+        rounds=args.rounds,
+        threads=args.threads,
+        meter=not args.no_meter,
+    )

@@ -1,0 +1,206 @@
+"""``fedopt`` command line: run, validate, list, topology, report, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fedopt.errors import ConfigError
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field, e.g. --set algorithm.lr=0.05 (repeatable)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from fedopt.config import apply_overrides, read_yaml, validate
+
+    data = read_yaml(args.config)
+    overrides = list(args.set)
+    if getattr(args, "engine", None):
+        overrides.append(f"engine.kind={args.engine}")
+    return validate(apply_overrides(data, overrides))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fedopt.run import run_experiment
+
+    config = _load(args)
+    out = run_experiment(
+        config,
+        base_dir=Path(args.config).resolve().parent,
+        out_dir=Path(args.out) if args.out else None,
+        overwrite=True if args.overwrite else None,
+        progress=False if args.quiet else None,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    keys = ("rounds", "sim_time_s", "messages_total", "bytes_total", "final_loss")
+    extra = ("final_accuracy", "final_test_accuracy", "final_distance_to_opt")
+    shown = {k: summary[k] for k in keys + extra if k in summary}
+    print(json.dumps(shown))
+    print(f"results: {out}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from fedopt.engine.compile import compile_plan
+
+    config = _load(args)
+    plan = compile_plan(config, base_dir=Path(args.config).resolve().parent)
+    print(
+        f"ok: {config.name}: algorithm {config.algorithm.name}, problem {config.problem.name}, "
+        f"topology {plan.topology.name} (n={plan.topology.n}, "
+        f"{len(plan.topology.edges)} directed edges)"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from fedopt.algorithms import ALGORITHMS
+    from fedopt.problems import PROBLEMS
+    from fedopt.topology import TOPOLOGIES
+
+    def fields(model: type) -> str:
+        parts = [
+            f"{k}={v.default!r}"
+            for k, v in model.model_fields.items()  # type: ignore[attr-defined]
+            if k != "name"
+        ]
+        return ", ".join(parts)
+
+    print("algorithms:")
+    for name, algo in ALGORITHMS.items():
+        print(f"  {name:<22} {fields(algo.Config)}")
+    print("problems:")
+    for name, prob in PROBLEMS.items():
+        print(f"  {name:<22} {fields(prob.Config)}")
+    print("topologies:")
+    for name, _ in TOPOLOGIES.items():
+        print(f"  {name}")
+    return 0
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from fedopt.topology import TopologyConfig, build_topology, describe, draw
+
+    src = args.target
+    if src.endswith((".yaml", ".yml")):
+        from fedopt.config import apply_overrides, read_yaml
+
+        data = apply_overrides(read_yaml(src), args.set)
+        raw = dict(data.get("topology") or {})
+        seed = int(data.get("seed", 0))
+        base = Path(src).resolve().parent
+    else:
+        raw, seed, base = {"name": src}, args.seed, None
+    if args.n is not None:
+        raw["n"] = args.n
+    try:
+        tcfg = TopologyConfig.model_validate(raw)
+    except Exception as exc:  # pydantic error -> readable
+        from pydantic import ValidationError
+
+        from fedopt.config.load import format_validation_error
+
+        if isinstance(exc, ValidationError):
+            msg = format_validation_error(exc, {"topology": raw})
+            raise ConfigError("topology." + msg) from None
+        raise
+    plan = build_topology(tcfg, seed=seed, base_dir=base)
+    facts = describe(plan)
+    width = max(len(k) for k in facts)
+    for key, value in facts.items():
+        print(f"{key:<{width}}  {value}")
+    if args.draw:
+        draw(plan, Path(args.draw))
+        print(f"drawing: {args.draw}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fedopt.results.report import report
+
+    out = report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
+    print(f"plots: {out}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fedopt.bench import run_bench
+
+    result = run_bench(args)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fedopt`` command."""
+    parser = argparse.ArgumentParser(prog="fedopt", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run an experiment and write its run directory")
+    p.add_argument("config")
+    _add_set(p)
+    p.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--engine", choices=["local"], help="execution engine (default: local)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check an experiment (and its topology) without running")
+    p.add_argument("config")
+    _add_set(p)
+    p.add_argument("--engine", choices=["local"])
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("list", help="name the algorithms, problems and topologies")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("topology", help="describe a topology: degrees, connectivity, spectrum")
+    p.add_argument("target", help="experiment YAML, registered name, file.py:function or file")
+    p.add_argument("--n", type=int, help="number of nodes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draw", metavar="PNG", help="draw the graph into this PNG file")
+    _add_set(p)
+    p.set_defaults(func=cmd_topology)
+
+    p = sub.add_parser("report", help="plot and tabulate one or more run directories")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="folder for the PNG plots (default: the first run directory)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="throughput benchmarks (see README)")
+    p.add_argument("workload", choices=["fedavg-logreg", "gossip-ring"])
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--nodes", type=int, default=1024)
+    p.add_argument("--dim", type=int, default=100_000)
+    p.add_argument("--engine", choices=["local"], default="local")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--chunk", type=int, default=1024)
+    p.add_argument("--data", choices=["auto", "materialize", "regenerate"], default="auto")
+    p.add_argument("--no-meter", action="store_true", help="disable metering (overhead check)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fedopt`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The experiment file: pydantic models, frozen, unknown keys rejected.
+
+An experiment YAML has these sections (see the README for a tour)::
+
+    name: quickstart
+    seed: 0
+    topology:  {name: ring, n: 16, weights: metropolis}
+    algorithm: {name: dsgd, lr: 0.1, local_steps: 1}       # validated by the algorithm
+    problem:   {name: quadratic, dim: 10}                   # validated by the problem
+    network:   {latency_s: 0.001, bandwidth_Bps: 1.25e8, loss: 0.0}
+    compute:   {step_time_s: 0.01}
+    stop:      {rounds: 200}
+    eval:      {every: 10}
+    output:    {dir: runs/quickstart}
+    engine:    {kind: local}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+
+from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig
+from fedopt.network.compute_time import ComputeConfig
+from fedopt.network.link import NetworkConfig
+from fedopt.problems import PROBLEMS
+from fedopt.problems.base import ProblemConfig
+from fedopt.topology.base import TopologyConfig
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class StopConfig(BaseModel):
+    """When a run ends: the first rule that holds (``rounds`` or ``sim_time_s`` is required)."""
+
+    model_config = _FROZEN
+
+    rounds: int | None = Field(100, ge=1, description="maximum number of rounds")
+    sim_time_s: float | None = Field(None, gt=0, description="stop once simulated time reaches")
+    target_loss: float | None = Field(None, description="stop once the evaluated loss is below")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> StopConfig:
+        if self.rounds is None and self.sim_time_s is None:
+            raise ValueError(
+                "a run needs an upper bound: set stop.rounds or stop.sim_time_s "
+                "(target_loss alone could run forever)"
+            )
+        return self
+
+
+class EvalConfig(BaseModel):
+    """Evaluation cadence (rounds 0 and the last round are always evaluated)."""
+
+    model_config = _FROZEN
+
+    every: int = Field(1, ge=1, description="evaluate every this many rounds")
+
+
+class OutputConfig(BaseModel):
+    """Where the run directory goes."""
+
+    model_config = _FROZEN
+
+    dir: str | None = Field(None, description="run directory (default runs/<name>)")
+    overwrite: bool = Field(False, description="replace an existing run directory")
+    save_params_max: int = Field(
+        10_000_000, ge=0, description="save all final node params when n*dim is at most this"
+    )
+
+
+class EngineConfig(BaseModel):
+    """Execution engine and its resources."""
+
+    model_config = _FROZEN
+
+    kind: Literal["local"] = Field("local", description="execution engine")
+    threads: int | None = Field(None, ge=1, description="torch threads (default: usable cores)")
+    chunk_size: int = Field(1024, ge=1, description="nodes per cache-sized chunk in hot loops")
+    device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where node tensors live")
+
+
+class ExperimentConfig(BaseModel):
+    """One experiment: every section validated before anything runs."""
+
+    model_config = _FROZEN
+
+    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = Field(0, ge=0, description="root seed; every random number derives from it")
+    topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    algorithm: SerializeAsAny[AlgorithmConfig]
+    problem: SerializeAsAny[ProblemConfig]
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @field_validator("algorithm", mode="before")
+    @classmethod
+    def _algorithm(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return ALGORITHMS.get(v.get("name", "")).Config.model_validate(v)
+        return v
+
+    @field_validator("problem", mode="before")
+    @classmethod
+    def _problem(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return PROBLEMS.get(v.get("name", "")).Config.model_validate(v)
+        return v

@@ -1,0 +1,195 @@
+"""The messaging seam: every byte that crosses nodes goes through a :class:`Comm`.
+
+A ``Comm`` offers the three collective patterns the algorithms need, each metered
+message by message and each advancing the receivers' simulated clocks by the link
+model's delivery times:
+
+* :meth:`Comm.mix`: gossip, ``Y_i = sum_j W_t[i, j] X_j``; node ``j`` sends ``X_j`` to
+  every ``i`` with ``W_t[i, j] != 0``.
+* :meth:`Comm.broadcast`: one node sends the same payload to a set of nodes.
+* :meth:`Comm.gather_sum`: a set of nodes send payloads to one node, which uses their
+  (weighted) sum. The transport carries the partial sum; the meter counts one
+  message per sender.
+
+Time: each node has a clock (float64 seconds). Local work adds compute time
+(:meth:`Comm.compute`); a message sent at the sender's clock arrives after the link
+delay, and a receiver's clock becomes the max of its clock and its last arrival.
+
+:class:`LocalComm` is the in-process implementation (all nodes on one worker); a
+distributed engine provides its own ``Comm`` with the same methods, so algorithms do
+not change.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from fedopt.engine.mixer import Mixer
+from fedopt.network.compute_time import ComputeTimeModel
+from fedopt.network.link import LinkModel
+from fedopt.network.meter import Meter
+from fedopt.topology.base import TopologyPlan
+
+
+class Comm(ABC):
+    """Metered, timed messaging for the nodes hosted on one worker.
+
+    Attributes
+    ----------
+    clock
+        ``[k]`` float64 simulated time of each hosted node.
+    meter
+        Message counters of the messages this worker meters.
+    """
+
+    clock: torch.Tensor
+    meter: Meter
+
+    @abstractmethod
+    def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
+        """Gossip step ``W_t X`` for the hosted rows (``X``: ``[k, dim]``)."""
+
+    @abstractmethod
+    def broadcast(
+        self, value: torch.Tensor | None, src: int, dst_local: torch.Tensor, kind: str
+    ) -> torch.Tensor:
+        """Send ``value`` from global node ``src`` to hosted nodes ``dst_local``.
+
+        ``value`` is given on the worker hosting ``src`` (None elsewhere); every worker
+        gets it back.
+        """
+
+    @abstractmethod
+    def gather_sum(
+        self,
+        partial: torch.Tensor,
+        senders_local: torch.Tensor,
+        dst: int,
+        kind: str,
+    ) -> torch.Tensor | None:
+        """Deliver the sum of the senders' payloads to global node ``dst``.
+
+        ``partial`` is this worker's sum over its senders ``senders_local`` (each sender
+        sends one message of ``partial.numel()`` elements). Returns the total on the
+        worker hosting ``dst`` and None elsewhere.
+        """
+
+    @abstractmethod
+    def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
+        """Charge ``steps`` local steps of compute time to the hosted nodes ``local_rows``."""
+
+    def barrier(self, time: float) -> None:
+        """End of a synchronous round: every hosted clock moves to ``time``."""
+        self.clock.fill_(time)
+
+
+class LocalComm(Comm):
+    """All nodes on one worker: payloads never move; metering and time are exact.
+
+    Parameters
+    ----------
+    topology
+        Compiled topology (edge list, ``W_t``).
+    link
+        Link model aligned with ``topology.edges``.
+    compute_model
+        Compute-time model.
+    meter
+        Where messages are counted.
+    dtype, device
+        Of the parameter tensors.
+    """
+
+    def __init__(
+        self,
+        topology: TopologyPlan,
+        link: LinkModel,
+        compute_model: ComputeTimeModel,
+        meter: Meter,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        self.topology = topology
+        self.link = link
+        self.compute_model = compute_model
+        self.meter = meter
+        self.dtype = dtype
+        self.device = device
+        self.clock = torch.zeros(topology.n, dtype=torch.float64)
+        self.exchange = 0  # counter of exchanges, keys the link-loss draws
+        self._mixers: dict[int, tuple[Mixer, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    # -- gossip ---------------------------------------------------------------------
+    def _mixer(self, t: int) -> tuple[Mixer, torch.Tensor, torch.Tensor, torch.Tensor]:
+        W = self.topology.mixing_at(t)
+        key = id(W)
+        cached = self._mixers.get(key)
+        if cached is None:
+            coo = W.tocoo()
+            off = coo.row != coo.col
+            dst, src = coo.row[off].astype(np.int64), coo.col[off].astype(np.int64)
+            order = np.lexsort((dst, src))
+            src, dst = src[order], dst[order]
+            eids = self.topology.edge_index(src, dst)
+            cached = (
+                Mixer(W, self.dtype, self.device),
+                torch.from_numpy(src),
+                torch.from_numpy(dst),
+                torch.from_numpy(eids),
+            )
+            if not self.topology.is_time_varying:
+                self._mixers[key] = cached
+        return cached
+
+    def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
+        mixer, src, dst, eids = self._mixer(t)
+        nbytes = self.meter.message_bytes(X.shape[1], X.dtype)
+        self._deliver(src, dst, eids, nbytes, kind)
+        return mixer(X)
+
+    # -- server patterns ------------------------------------------------------------
+    def broadcast(
+        self, value: torch.Tensor | None, src: int, dst_local: torch.Tensor, kind: str
+    ) -> torch.Tensor:
+        if value is None:
+            raise ValueError("broadcast: the local engine hosts the source; value is required")
+        dst = dst_local.to(torch.int64)
+        srcs = torch.full_like(dst, int(src))
+        eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dst.numpy()))
+        self._deliver(srcs, dst, eids, self.meter.message_bytes(value.numel(), value.dtype), kind)
+        return value
+
+    def gather_sum(
+        self, partial: torch.Tensor, senders_local: torch.Tensor, dst: int, kind: str
+    ) -> torch.Tensor | None:
+        srcs = senders_local.to(torch.int64)
+        dsts = torch.full_like(srcs, int(dst))
+        eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
+        nbytes = self.meter.message_bytes(partial.numel(), partial.dtype)
+        self._deliver(srcs, dsts, eids, nbytes, kind)
+        return partial
+
+    # -- time -----------------------------------------------------------------------
+    def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
+        if steps > 0 and len(local_rows):
+            self.clock.index_add_(0, local_rows, self.compute_model.seconds(local_rows, steps, t))
+
+    def _deliver(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        eids: torch.Tensor,
+        nbytes: int,
+        kind: str,
+    ) -> None:
+        """Meter messages ``src -> dst`` and move receivers' clocks to their arrivals."""
+        self.exchange += 1
+        if len(eids) == 0:
+            return
+        attempts = self.link.attempts(eids, self.exchange)
+        self.meter.record(eids, nbytes, kind, attempts)
+        arrival = self.clock[src] + self.link.delay(eids, nbytes, attempts)
+        self.clock.scatter_reduce_(0, dst, arrival, reduce="amax", include_self=True)

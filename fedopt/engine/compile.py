@@ -1,0 +1,62 @@
+"""Compile a validated experiment into a :class:`Plan`: every check happens here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fedopt.algorithms.base import ALGORITHMS
+from fedopt.config.schema import ExperimentConfig
+from fedopt.engine.plan import Plan
+from fedopt.errors import ConfigError
+from fedopt.topology import build_topology, check_topology
+
+
+def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan:
+    """Build the topology, check the algorithm's requirements and fix node roles.
+
+    Raises
+    ------
+    ConfigError
+        When the topology does not meet the algorithm's ``requires`` or roles, or a
+        per-node setting has the wrong length.
+    """
+    algo_name = config.algorithm.name
+    algo = ALGORITHMS.get(algo_name)
+    topo = build_topology(config.topology, seed=config.seed, base_dir=base_dir)
+    req = algo.requires
+    topo = check_topology(
+        topo,
+        connected="connected" in req,
+        doubly_stochastic="doubly_stochastic" in req,
+        symmetric="symmetric" in req,
+        star="star" in req,
+        algorithm=algo_name,
+    )
+    bad = sorted({r for r in topo.roles if r not in algo.roles})
+    if bad:
+        first = next(i for i, r in enumerate(topo.roles) if r in bad)
+        raise ConfigError(
+            f"topology: algorithm {algo_name!r} runs on nodes with roles {list(algo.roles)}, "
+            f"but node {first} has role {topo.roles[first]!r}; remove the role attribute "
+            "from the graph or pick an algorithm for that role"
+        )
+    speeds = config.compute.speeds
+    if speeds is not None and len(speeds) != topo.n:
+        raise ConfigError(
+            f"compute.speeds: has {len(speeds)} entries but the topology has n={topo.n} nodes; "
+            "give one speed per node"
+        )
+    roles = np.array(topo.roles)
+    data_nodes = np.flatnonzero(roles != "server").astype(np.int64)
+    servers = np.flatnonzero(roles == "server")
+    if len(data_nodes) == 0:
+        raise ConfigError("topology: no node holds data (every node is a server)")
+    return Plan(
+        config=config,
+        topology=topo,
+        data_nodes=data_nodes,
+        server_id=int(servers[0]) if len(servers) else None,
+        base_dir=base_dir,
+    )

@@ -1,0 +1,42 @@
+"""The compiled, picklable plan that every engine runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedopt.config.schema import ExperimentConfig
+from fedopt.topology.base import TopologyPlan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything an engine needs, validated; contains no data, only specs and seeds.
+
+    Attributes
+    ----------
+    config
+        The validated experiment.
+    topology
+        Compiled topology (roles assigned, requirements checked).
+    data_nodes
+        Sorted global ids of the nodes that hold data (every role but ``server``);
+        a node's *data rank* is its position here.
+    server_id
+        Global id of the server node, or None.
+    base_dir
+        Folder of the experiment file (for relative plug-in paths).
+    """
+
+    config: ExperimentConfig
+    topology: TopologyPlan
+    data_nodes: np.ndarray
+    server_id: int | None
+    base_dir: Path | None = None
+
+    @property
+    def clients(self) -> np.ndarray:
+        """Sorted ids of the client nodes."""
+        return self.topology.role_nodes("client")

@@ -1,0 +1,148 @@
+"""A worker hosts a shard of nodes as node-batched tensors and runs their rounds.
+
+The local engine runs one worker hosting every node; a distributed engine runs one per
+actor. A worker builds everything it needs (oracle and data, link and compute models,
+meter, algorithm state) from the plan and seeds, inside itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedopt.algorithms.base import ALGORITHMS, WorkerContext
+from fedopt.engine.comm import Comm, LocalComm
+from fedopt.engine.plan import Plan
+from fedopt.network.compute_time import ComputeTimeModel
+from fedopt.network.link import LinkModel
+from fedopt.network.meter import Meter
+from fedopt.problems import PROBLEMS
+
+
+@dataclass
+class EvalPartial:
+    """What a worker contributes to one evaluation (merged by the driver).
+
+    ``values``/``weights`` are per hosted data node in rank order (``ranks``), so the
+    driver can sum them in one canonical order.
+    """
+
+    ranks: torch.Tensor
+    values: torch.Tensor
+    weights: torch.Tensor
+    correct: float
+    count: float
+    test: dict[str, float]
+
+
+class Worker:
+    """Hosts ``hosted`` nodes of ``plan`` and advances them round by round.
+
+    Parameters
+    ----------
+    plan
+        The compiled experiment.
+    hosted
+        Sorted global ids of the nodes this worker hosts.
+    device
+        Device of the node tensors.
+    comm
+        Messaging implementation (default: :class:`LocalComm`, valid when the worker
+        hosts every node).
+    meter_enabled
+        False only to measure metering overhead.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        hosted: np.ndarray,
+        device: torch.device,
+        comm: Comm | None = None,
+        meter_enabled: bool = True,
+    ) -> None:
+        cfg = plan.config
+        topo = plan.topology
+        self.plan = plan
+        self.hosted = torch.from_numpy(np.asarray(hosted, dtype=np.int64))
+        ranks_all = np.full(topo.n, -1, dtype=np.int64)
+        ranks_all[plan.data_nodes] = np.arange(len(plan.data_nodes))
+        hosted_ranks = ranks_all[hosted]
+        has_data = hosted_ranks >= 0
+        data_rows = np.full(len(hosted), -1, dtype=np.int64)
+        data_rows[has_data] = np.arange(int(has_data.sum()))
+        problem_cls = PROBLEMS.get(cfg.problem.name)
+        self.oracle = problem_cls.build(
+            cfg.problem,
+            seed=cfg.seed,
+            data_ranks=torch.from_numpy(hosted_ranks[has_data]),
+            num_data_nodes=len(plan.data_nodes),
+            device=device,
+        )
+        self.meter = Meter(len(topo.edges), cfg.network.header_bytes, enabled=meter_enabled)
+        self.link = LinkModel(cfg.network, topo.edge_attrs, len(topo.edges), cfg.seed)
+        self.compute = ComputeTimeModel(cfg.compute, topo.n, cfg.seed)
+        self.comm = comm or LocalComm(
+            topo, self.link, self.compute, self.meter, self.oracle_dtype(), device
+        )
+        self.ctx = WorkerContext(
+            hosted=self.hosted,
+            roles=tuple(topo.roles[i] for i in hosted),
+            data_rows=torch.from_numpy(data_rows),
+            oracle=self.oracle,
+            comm=self.comm,
+            compute=self.compute,
+            seed=cfg.seed,
+            chunk_size=cfg.engine.chunk_size,
+            num_nodes=topo.n,
+            device=device,
+            dtype=self.oracle_dtype(),
+            server_id=plan.server_id,
+            clients=torch.from_numpy(plan.clients),
+        )
+        algo_cls = ALGORITHMS.get(cfg.algorithm.name)
+        self.algorithm = algo_cls(cfg.algorithm, self.ctx)
+        self.state = self.algorithm.init_state()
+
+    def oracle_dtype(self) -> torch.dtype:
+        """Parameter dtype: the problem's (float32 unless it says otherwise)."""
+        return getattr(self.oracle, "dtype", torch.float32)
+
+    def round(self, t: int) -> float:
+        """Run round ``t``; return the latest clock of the hosted nodes."""
+        self.algorithm.round(self.state, t)
+        return float(self.comm.clock.max()) if len(self.comm.clock) else 0.0
+
+    def barrier(self, time: float) -> None:
+        """Synchronise every hosted clock to the round's end time."""
+        self.comm.barrier(time)
+
+    def outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(node ids, params)`` of the models this worker reports."""
+        return self.algorithm.output(self.state)
+
+    def evaluate(self, xbar: torch.Tensor, with_test: bool) -> EvalPartial:
+        """Per-node objective values at ``xbar`` and accuracy counts for hosted data nodes."""
+        o = self.oracle
+        k = len(o.data_ranks)
+        rows = torch.arange(k)
+        x = xbar.to(self.oracle_dtype())
+        values = o.value(x.unsqueeze(0).expand(k, -1), rows) if k else torch.zeros(0)
+        correct = count = 0.0
+        if o.has_accuracy and k:
+            sums = o.evaluate(x)
+            correct, count = sums.get("correct", 0.0), sums.get("count", 0.0)
+        test = o.evaluate_test(x) if with_test else {}
+        return EvalPartial(
+            o.data_ranks, values.to(torch.float64), o.weights, correct, count, dict(test)
+        )
+
+    def meter_totals(self):
+        """Message totals metered by this worker."""
+        return self.meter.totals
+
+    def optimum_stats(self):
+        """Partial closed-form optimum statistics of the hosted nodes."""
+        return self.oracle.optimum_stats()

@@ -1,0 +1,31 @@
+"""Problems: node-batched oracles of ``F(x) = sum_i p_i f_i(x)`` over the data nodes.
+
+Importing this package registers every built-in problem in :data:`PROBLEMS`:
+
+========================  =====================================================
+``quadratic``             diagonal quadratics, closed-form optimum
+``least_squares``         linear least squares, closed-form optimum
+``logistic``              binary logistic regression (the benchmark workload)
+``digits_softmax``        scikit-learn digits, multinomial logistic regression
+``digits_mlp``            scikit-learn digits, one-hidden-layer ReLU network
+========================  =====================================================
+"""
+
+from fedopt.problems import digits, least_squares, logistic, quadratic  # registers the problems
+from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
+from fedopt.problems.partition import PartitionConfig
+from fedopt.problems.registry import PROBLEMS, parse_problem_config
+
+__all__ = [
+    "PROBLEMS",
+    "OptimumStats",
+    "Oracle",
+    "PartitionConfig",
+    "Problem",
+    "ProblemConfig",
+    "digits",
+    "least_squares",
+    "logistic",
+    "parse_problem_config",
+    "quadratic",
+]

@@ -1,0 +1,147 @@
+"""Helpers shared by the problem modules (private: not part of the problem contract).
+
+The numerical helpers here exist for *sharding invariance*: a node's gradient must
+not depend on which other nodes share its batch. Two CPU kernels break that if used
+naively and are wrapped here:
+
+* ``torch.bmm`` with a batch of one is dispatched to the matrix-product kernel, whose
+  rounding differs from the batched kernel's; :func:`bmm` pads such a batch to two.
+* ``torch.sigmoid`` on float32 rounds the tail of a tensor (the last elements that do
+  not fill a SIMD register) with a different formula; :func:`sigmoid_` builds the
+  logistic function from ``exp``, ``add`` and ``reciprocal``, which round the same way
+  at every position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, TypeVar
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from fedopt.errors import ConfigError, closest
+
+DTypeName = Literal["float32", "float64"]
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+
+C = TypeVar("C", bound=BaseModel)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+    """Turn a pydantic ``ValidationError`` into a :class:`ConfigError`.
+
+    Each line names the dotted field path (``prefix.field.sub``), what is wrong (which
+    says the fix, e.g. "Input should be greater than 0") and the offending value.
+    Messages raised by model validators that already start with ``prefix`` are kept.
+    """
+    lines = []
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        path = ".".join([prefix, *loc])
+        msg = str(err["msg"])
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if msg.startswith(prefix + ".") or msg.startswith(prefix + ":"):
+            lines.append(msg)
+            continue
+        if err["type"] == "extra_forbidden":
+            known = _fields_at(model, loc[:-1])
+            hint = closest(loc[-1], known) if loc else None
+            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
+            lines.append(
+                f"{path}: unknown field.{did_you_mean} Remove it or use one of: "
+                f"{', '.join(sorted(known))}."
+            )
+        elif err["type"] == "missing":
+            lines.append(f"{path}: required field is missing; set it.")
+        else:
+            lines.append(f"{path}: {msg} (got {err.get('input')!r}).")
+    return ConfigError("\n".join(lines))
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """Field names of the (nested) model reached by following ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        current = field.annotation
+    return list(getattr(current, "model_fields", {}))
+
+
+def coerce_config(config: BaseModel | Mapping[str, Any], model: type[C], prefix: str) -> C:
+    """Return ``config`` as an instance of ``model`` (validating a mapping if needed)."""
+    if isinstance(config, model):
+        return config
+    data = config.model_dump() if isinstance(config, BaseModel) else dict(config)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise config_error(exc, model, prefix) from None
+
+
+# ----------------------------------------------------------------------------- ranks
+
+
+def check_ranks(
+    data_ranks: torch.Tensor, num_data_nodes: int, device: torch.device
+) -> torch.Tensor:
+    """Validate the hosted data ranks and return them as int64 on ``device``."""
+    ranks = torch.as_tensor(data_ranks).to(device=device, dtype=torch.int64).reshape(-1)
+    if num_data_nodes < 1:
+        raise ValueError(f"num_data_nodes must be >= 1, got {num_data_nodes}")
+    if len(ranks) and (int(ranks.min()) < 0 or int(ranks.max()) >= num_data_nodes):
+        raise ValueError(
+            f"data ranks must lie in [0, {num_data_nodes}), got {ranks.min()}..{ranks.max()}"
+        )
+    return ranks
+
+
+def take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]`` along dim 0, as a view (no copy) when ``rows`` is a contiguous range."""
+    n = len(rows)
+    if n == 0:
+        return t[:0]
+    first = int(rows[0])
+    if int(rows[-1]) - first == n - 1 and (n == 1 or bool((rows.diff() == 1).all())):
+        return t.narrow(0, first, n)
+    return t.index_select(0, rows)
+
+
+def row_chunks(n: int, bytes_per_row: int, max_bytes: int = 64 << 20) -> Iterator[slice]:
+    """Slices of ``range(n)`` whose temporaries stay below ``max_bytes`` each."""
+    step = max(1, max_bytes // max(1, bytes_per_row))
+    for a in range(0, n, step):
+        yield slice(a, min(a + step, n))
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.bmm`` whose result for each batch entry does not depend on the batch size.
+
+    A batch of one is padded to two, because CPU torch computes a single product with a
+    different kernel (and rounding) from the batched one.
+    """
+    if a.shape[0] != 1:
+        return torch.bmm(a, b, out=out)
+    res = torch.bmm(torch.cat([a, a]), torch.cat([b, b]))[:1]
+    if out is None:
+        return res
+    return out.copy_(res)
+
+
+def sigmoid_(z: torch.Tensor) -> torch.Tensor:
+    """In-place logistic function ``1 / (1 + exp(-z))``, rounded alike at every position."""
+    return z.neg_().exp_().add_(1.0).reciprocal_()
+
+
+def sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """Out-of-place :func:`sigmoid_`."""
+    return sigmoid_(z.clone())

@@ -1,0 +1,145 @@
+"""The problem seam: a node-batched oracle built inside a worker from a spec and a seed.
+
+A *problem* defines the global objective
+
+    F(x) = sum_i p_i f_i(x),   p_i >= 0,  sum_i p_i = 1,
+
+over the *data nodes* (every node whose role is not ``server``). Node ``i``'s data are
+generated or loaded where the node lives, from the experiment seed and the node's
+*data rank* (its index among data nodes), never shipped from the driver.
+
+An :class:`Oracle` serves a batch of hosted data nodes at once: every method takes a
+parameter matrix ``X`` of shape ``[k, dim]`` (one row per node in ``rows``) and works on
+all rows with batched tensor math. ``rows`` are indices into the oracle's own hosted
+list (0..k_hosted-1), so the same call works on the whole shard or on a chunk.
+Minibatch randomness is drawn with :mod:`fedopt.rng` keyed by
+``(seed, purpose, data_rank, step)``, so a node's stream never depends on placement.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class ProblemConfig(BaseModel):
+    """Base of every problem's hyperparameter model (frozen, unknown keys rejected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+
+
+@dataclass(frozen=True)
+class OptimumStats:
+    """Additive sufficient statistics for a closed-form optimum.
+
+    The optimum is ``x* = solve(H, g)``; workers return partial ``(H, g)`` summed over
+    their hosted nodes (already multiplied by the objective weights ``p_i``) and the
+    driver adds them up and solves once.
+    """
+
+    H: torch.Tensor  # [dim, dim], float64
+    g: torch.Tensor  # [dim], float64
+
+    def __add__(self, other: OptimumStats) -> OptimumStats:
+        return OptimumStats(self.H + other.H, self.g + other.g)
+
+    def solve(self) -> torch.Tensor:
+        """The optimum ``x*`` in float64."""
+        return torch.linalg.solve(self.H, self.g)
+
+
+class Oracle(ABC):
+    """Node-batched first- and zeroth-order oracle for the hosted data nodes.
+
+    Attributes
+    ----------
+    dim
+        Number of parameters per node.
+    data_ranks
+        ``[k]`` int64, data rank of each hosted node (row order of every batch).
+    weights
+        ``[k]`` float64, the objective weights ``p_i`` of the hosted nodes (global
+        normalisation: the ``p_i`` of *all* data nodes sum to one).
+    num_samples
+        ``[k]`` float64, number of training samples per hosted node (1 for problems
+        without samples).
+    has_accuracy
+        Whether :meth:`evaluate` reports classification accuracy.
+    """
+
+    dim: int
+    data_ranks: torch.Tensor
+    weights: torch.Tensor
+    num_samples: torch.Tensor
+    has_accuracy: bool = False
+
+    @abstractmethod
+    def init_params(self, rows: torch.Tensor) -> torch.Tensor:
+        """Initial parameters ``[len(rows), dim]`` (deterministic from the seed)."""
+
+    @abstractmethod
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """Stochastic (minibatch) gradient ``[k, dim]`` of f_i at X[k] for each row.
+
+        The minibatch of node ``i`` at ``step`` is keyed by (seed, "batch", rank_i, step);
+        full-batch problems ignore ``step``.
+        """
+
+    def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Exact gradient of f_i at X for each row (default: :meth:`grad` at step 0)."""
+        return self.grad(X, rows, 0)
+
+    @abstractmethod
+    def value(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Exact local objective ``f_i(X[k])`` for each row: ``[k]`` float64."""
+
+    def sgd_step_(self, X: torch.Tensor, rows: torch.Tensor, step: int, lr: float) -> None:
+        """In-place ``X <- X - lr * grad(X)``; problems may fuse this (fast path)."""
+        X.sub_(self.grad(X, rows, step), alpha=lr)
+
+    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+        """Additive evaluation sums of a single model ``x [dim]`` on the hosted nodes.
+
+        Returns ``{"loss": sum_i p_i f_i(x)}`` plus, when ``has_accuracy``,
+        ``{"correct": ..., "count": ...}`` over the hosted training samples. Sums from
+        all workers add up to the global figures.
+        """
+        rows = torch.arange(len(self.data_ranks), device=x.device)
+        vals = self.value(x.unsqueeze(0).expand(len(rows), -1), rows)
+        return {"loss": float((vals * self.weights).sum())}
+
+    def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
+        """Metrics of ``x`` on a held-out test set shared by all nodes (may be empty)."""
+        return {}
+
+    def optimum_stats(self) -> OptimumStats | None:
+        """Partial sufficient statistics of the closed-form optimum, or None if unknown."""
+        return None
+
+
+class Problem(ABC):
+    """A registered problem family: validates its config and builds oracles."""
+
+    Config: type[ProblemConfig]
+
+    @staticmethod
+    @abstractmethod
+    def build(
+        config: ProblemConfig,
+        *,
+        seed: int,
+        data_ranks: torch.Tensor,
+        num_data_nodes: int,
+        device: torch.device,
+    ) -> Oracle:
+        """Build the oracle for the hosted data nodes ``data_ranks`` (int64 ``[k]``)."""
+
+    @staticmethod
+    def summary(config: ProblemConfig) -> dict[str, object]:
+        """Facts for ``fedopt list`` / run records (dimension, dataset size...)."""
+        return {}

@@ -1,0 +1,203 @@
+"""Distributed linear least squares with a closed-form optimum (``least_squares``).
+
+Node ``i`` holds ``m`` samples ``(A_i, b_i)``, ``A_i`` of shape ``[m, dim]``, and
+
+.. math::
+
+    f_i(x) = \\frac{1}{2m} \\lVert A_i x - b_i \\rVert^2 + \\frac{\\lambda}{2} \\lVert x \\rVert^2,
+
+with ``F(x) = (1/n) sum_i f_i(x)`` (all nodes have ``m`` samples, so ``p_i = 1/n``).
+Data: rows of ``A_i`` are ``N(0, I)``; ``b_i = A_i x_i + noise * N(0, 1)`` where the
+node's ground truth is ``x_i = x_true + heterogeneity * N(0, I)`` and ``x_true ~ N(0, I)``
+is shared by all nodes. The optimum is ``x* = H^{-1} g`` with
+``H = sum_i p_i (A_i^T A_i / m + lambda I)`` and ``g = sum_i p_i A_i^T b_i / m``.
+
+Stochastic gradients use ``batch_size`` rows drawn with replacement, keyed by
+``(seed, "batch", data rank, step)``; ``batch_size`` 0 or ``>= m`` gives the full gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from fedopt import rng
+from fedopt.problems._common import (
+    DTYPES,
+    DTypeName,
+    bmm,
+    check_ranks,
+    coerce_config,
+    row_chunks,
+    take,
+)
+from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
+from fedopt.problems.registry import PROBLEMS
+
+
+class LeastSquaresConfig(ProblemConfig):
+    """Hyperparameters of the ``least_squares`` problem."""
+
+    name: Literal["least_squares"] = "least_squares"
+    dim: int = Field(10, ge=1, description="number of parameters")
+    samples_per_node: int = Field(100, ge=1, description="rows m of each node's A_i")
+    batch_size: int = Field(
+        0, ge=0, description="rows per stochastic gradient (with replacement); 0 = full batch"
+    )
+    noise: float = Field(0.1, ge=0, allow_inf_nan=False, description="std of the label noise")
+    l2: float = Field(0.0, ge=0, allow_inf_nan=False, description="ridge coefficient lambda")
+    heterogeneity: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="std of each node's shift of x_true"
+    )
+    init_scale: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="initial parameters ~ init_scale * N(0, I)"
+    )
+    same_init: bool = Field(True, description="every node starts from data rank 0's draw")
+    dtype: DTypeName = Field("float32", description="dtype of parameters and data")
+
+
+class LeastSquaresOracle(Oracle):
+    """Oracle of :class:`LeastSquaresConfig` for the hosted data nodes.
+
+    Attributes
+    ----------
+    A
+        ``[k, m, dim]`` design matrices.
+    b
+        ``[k, m]`` targets.
+    """
+
+    def __init__(
+        self,
+        config: LeastSquaresConfig,
+        seed: int,
+        data_ranks: torch.Tensor,
+        num_data_nodes: int,
+        device: torch.device,
+    ) -> None:
+        self.config = config
+        self.seed = int(seed)
+        self.dim = d = config.dim
+        self.m = m = config.samples_per_node
+        self.dtype = DTYPES[config.dtype]
+        self.data_ranks = ranks = check_ranks(data_ranks, num_data_nodes, device)
+        k = len(ranks)
+        self.weights = torch.full((k,), 1.0 / num_data_nodes, dtype=torch.float64, device=device)
+        self.num_samples = torch.full((k,), float(m), dtype=torch.float64, device=device)
+        self.batch_size = 0 if config.batch_size >= m else config.batch_size
+
+        zero = torch.zeros(1, dtype=torch.int64, device=device)
+        x_true = rng.normal(rng.node_keys(self.seed, "x_true", zero, 0), d, torch.float64)
+        shift = rng.normal(rng.node_keys(self.seed, "hetero", ranks, 0), d, torch.float64)
+        x_node = x_true + config.heterogeneity * shift  # [k, d]
+        self.A = torch.empty(k, m, d, dtype=self.dtype, device=device)
+        self.b = torch.empty(k, m, dtype=self.dtype, device=device)
+        for sl in row_chunks(k, m * d * 8 * 3):
+            A = rng.normal(rng.node_keys(self.seed, "features", ranks[sl], 0), m * d, torch.float64)
+            A = A.view(-1, m, d)
+            eps = rng.normal(
+                rng.node_keys(self.seed, "label_noise", ranks[sl], 0), m, torch.float64
+            )
+            b = (A * x_node[sl].unsqueeze(1)).sum(dim=2) + config.noise * eps
+            self.A[sl] = A
+            self.b[sl] = b
+        self._A_flat = self.A.view(k * m, d)
+        self._b_flat = self.b.view(k * m)
+
+    def _ranks(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.data_ranks.index_select(0, rows)
+
+    def init_params(self, rows: torch.Tensor) -> torch.Tensor:
+        ranks = self._ranks(rows)
+        if self.config.same_init:
+            ranks = torch.zeros_like(ranks)
+        z = rng.normal(rng.node_keys(self.seed, "init", ranks, 0), self.dim, torch.float64)
+        return (self.config.init_scale * z).to(self.dtype)
+
+    def batch_indices(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+        """``[len(rows), batch_size]`` sample indices of each node's minibatch at ``step``."""
+        keys = rng.node_keys(self.seed, "batch", self._ranks(rows), step)
+        return rng.randint(keys, self.batch_size, self.m)
+
+    def _grad_block(self, A: torch.Tensor, b: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """Mean squared-residual gradient ``A^T (A w - b) / rows`` for a block ``[c, r, d]``."""
+        r = bmm(A, W.unsqueeze(2)).squeeze(2).sub_(b)  # [c, r]
+        return bmm(r.unsqueeze(1), A).squeeze(1).div_(A.shape[1])
+
+    def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        W = X.to(self.dtype)
+        out = torch.empty_like(W)
+        for sl in row_chunks(len(rows), self.m * self.dim * 4):
+            r = rows[sl]
+            out[sl] = self._grad_block(take(self.A, r), take(self.b, r), W[sl])
+        if self.config.l2 > 0:
+            out.add_(W, alpha=self.config.l2)
+        return out
+
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+        if self.batch_size == 0:
+            return self.full_grad(X, rows)
+        W = X.to(self.dtype)
+        n, B = len(rows), self.batch_size
+        flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.m).view(-1)
+        A = self._A_flat.index_select(0, flat).view(n, B, self.dim)
+        b = self._b_flat.index_select(0, flat).view(n, B)
+        out = self._grad_block(A, b, W)
+        if self.config.l2 > 0:
+            out.add_(W, alpha=self.config.l2)
+        return out
+
+    def value(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        W = X.to(self.dtype).double()
+        out = torch.empty(len(rows), dtype=torch.float64, device=X.device)
+        for sl in row_chunks(len(rows), self.m * self.dim * 8):
+            r = rows[sl]
+            A = take(self.A, r).double()
+            res = bmm(A, W[sl].unsqueeze(2)).squeeze(2).sub_(take(self.b, r).double())
+            out[sl] = res.square().sum(dim=1) / (2 * self.m)
+        if self.config.l2 > 0:
+            out.add_(W.square().sum(dim=1), alpha=self.config.l2 / 2)
+        return out
+
+    def optimum_stats(self) -> OptimumStats:
+        d, m = self.dim, self.m
+        dev = self.A.device
+        H = torch.zeros(d, d, dtype=torch.float64, device=dev)
+        g = torch.zeros(d, dtype=torch.float64, device=dev)
+        for sl in row_chunks(len(self.data_ranks), m * d * 8):
+            A = self.A[sl].double()
+            p = self.weights[sl]
+            H += torch.einsum("k,kmd,kme->de", p, A, A) / m
+            g += torch.einsum("k,kmd,km->d", p, A, self.b[sl].double()) / m
+        H += self.config.l2 * self.weights.sum() * torch.eye(d, dtype=torch.float64, device=dev)
+        return OptimumStats(H, g)
+
+
+@PROBLEMS.register("least_squares")
+class LeastSquares(Problem):
+    """Linear least squares ``f_i(x) = ||A_i x - b_i||^2 / (2m) + l2/2 ||x||^2``."""
+
+    Config = LeastSquaresConfig
+
+    @staticmethod
+    def build(
+        config: ProblemConfig,
+        *,
+        seed: int,
+        data_ranks: torch.Tensor,
+        num_data_nodes: int,
+        device: torch.device,
+    ) -> LeastSquaresOracle:
+        cfg = coerce_config(config, LeastSquaresConfig, "problem")
+        return LeastSquaresOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+
+    @staticmethod
+    def summary(config: ProblemConfig) -> dict[str, object]:
+        cfg = coerce_config(config, LeastSquaresConfig, "problem")
+        return {
+            "dim": cfg.dim,
+            "samples_per_node": cfg.samples_per_node,
+            "stochastic": 0 < cfg.batch_size < cfg.samples_per_node,
+        }

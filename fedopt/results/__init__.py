@@ -1,0 +1,1 @@
+"""Run directories, environment records and reports."""

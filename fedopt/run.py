@@ -1,0 +1,135 @@
+"""Run an experiment end to end: compile, execute on an engine, write the run directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedopt.config.schema import ExperimentConfig
+from fedopt.engine.compile import compile_plan
+from fedopt.engine.local import run_local
+from fedopt.results.environment import environment
+from fedopt.results.rundir import RunDirectory, params_digest
+
+
+def default_out_dir(config: ExperimentConfig) -> Path:
+    """``output.dir`` or ``runs/<name>``."""
+    return Path(config.output.dir) if config.output.dir else Path("runs") / config.name
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    base_dir: Path | None = None,
+    out_dir: Path | None = None,
+    overwrite: bool | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Run ``config`` and return the run directory.
+
+    Everything is validated (topology, requirements, output folder) before the first
+    round; on any error the partial run directory is removed.
+    """
+    plan = compile_plan(config, base_dir=base_dir)
+    target = out_dir or default_out_dir(config)
+    rundir = RunDirectory(target, overwrite if overwrite is not None else config.output.overwrite)
+    bar = None
+    try:
+        rundir.write_yaml("config.yaml", config.model_dump(mode="json"))
+        total = config.stop.rounds
+        show = progress if progress is not None else sys.stderr.isatty()
+        if show:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=config.name, unit="round", leave=False)
+
+        def on_record(rec: dict[str, Any]) -> None:
+            rundir.append_metric(rec)
+            if bar is not None:
+                bar.set_postfix(loss=f"{rec['loss']:.4g}", sim_s=f"{rec['sim_time_s']:.3g}")
+
+        result, worker = run_local(
+            plan,
+            on_record=on_record,
+            on_round=(lambda t: bar.update(1)) if bar else (lambda t: None),
+        )
+        rundir.write_json(
+            "env.json",
+            environment(config.seed, torch.get_num_threads(), str(worker.ctx.device)),
+        )
+        _write_comm(rundir, plan, worker)
+        summary = summarize(config, plan, result)
+        rundir.write_json("summary.json", summary)
+        rundir.save_array("final_model.npy", result.final_model.to(result.final_params.dtype))
+        if result.final_params.numel() <= config.output.save_params_max:
+            rundir.save_array("final_params.npy", result.final_params)
+            rundir.save_array("final_ids.npy", result.final_ids)
+        return rundir.commit()
+    except BaseException:
+        rundir.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _write_comm(rundir: RunDirectory, plan: Any, worker: Any) -> None:
+    topo = plan.topology
+    meter = worker.meter
+    nodes = meter.node_totals(topo.edges, topo.n)
+    rundir.write_csv(
+        "comm_nodes.csv",
+        ["node", "role", "sent_messages", "sent_bytes", "recv_messages", "recv_bytes"],
+        [
+            np.arange(topo.n),
+            np.array(topo.roles),
+            nodes["sent_messages"],
+            nodes["sent_bytes"],
+            nodes["recv_messages"],
+            nodes["recv_bytes"],
+        ],
+    )
+    used = np.flatnonzero(meter.edge_messages.numpy() > 0)
+    rundir.write_csv(
+        "comm_edges.csv",
+        ["src", "dst", "messages", "bytes"],
+        [
+            topo.edges[used, 0],
+            topo.edges[used, 1],
+            meter.edge_messages.numpy()[used],
+            meter.edge_bytes.numpy()[used],
+        ],
+    )
+
+
+def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any]:
+    """Final figures and totals for summary.json."""
+    last = result.records[-1]
+    summary: dict[str, Any] = {
+        "name": config.name,
+        "algorithm": config.algorithm.name,
+        "topology": plan.topology.name,
+        "problem": config.problem.name,
+        "n": plan.topology.n,
+        "dim": int(result.final_params.shape[1]),
+        "seed": config.seed,
+        "rounds": result.rounds,
+        "stop_reason": result.stop_reason,
+        "sim_time_s": result.sim_time_s,
+        "wall_time_s": result.wall_time_s,
+        "messages_total": result.totals.messages,
+        "bytes_total": result.totals.bytes,
+        "retransmissions_total": result.totals.retransmissions,
+        "by_kind": {k: {"messages": m, "bytes": b} for k, (m, b) in result.totals.by_kind.items()},
+        "final_loss": last["loss"],
+        "final_consensus_distance": last["consensus_distance"],
+        "params_sha256": params_digest(result.final_ids, result.final_params),
+    }
+    for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt"):
+        if key in last:
+            summary[f"final_{key}"] = last[key]
+    return summary
