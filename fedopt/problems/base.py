@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -122,14 +123,19 @@ class Oracle(ABC):
         return None
 
 
-class Problem(ABC):
-    """A registered problem family: validates its config and builds oracles."""
+class Problem:
+    """A registered problem family: its config model and the oracle class it builds.
 
-    Config: type[ProblemConfig]
+    Subclasses set ``Config`` and ``oracle_class``; the oracle class is constructed as
+    ``oracle_class(config, seed, data_ranks, num_data_nodes, device)``.
+    """
 
-    @staticmethod
-    @abstractmethod
+    Config: ClassVar[type[ProblemConfig]]
+    oracle_class: ClassVar[type[Oracle]]
+
+    @classmethod
     def build(
+        cls,
         config: ProblemConfig,
         *,
         seed: int,
@@ -138,6 +144,10 @@ class Problem(ABC):
         device: torch.device,
     ) -> Oracle:
         """Build the oracle for the hosted data nodes ``data_ranks`` (int64 ``[k]``)."""
+        from fedopt.problems._common import coerce_config
+
+        cfg = coerce_config(config, cls.Config, "problem")
+        return cls.oracle_class(cfg, seed, data_ranks, num_data_nodes, torch.device(device))  # type: ignore[call-arg]
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

@@ -383,17 +383,7 @@ class DigitsSoftmax(Problem):
 
     Config = DigitsSoftmaxConfig
 
-    @staticmethod
-    def build(
-        config: ProblemConfig,
-        *,
-        seed: int,
-        data_ranks: torch.Tensor,
-        num_data_nodes: int,
-        device: torch.device,
-    ) -> DigitsOracle:
-        cfg = coerce_config(config, DigitsSoftmaxConfig, "problem")
-        return DigitsOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+    oracle_class = DigitsOracle
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
@@ -406,17 +396,7 @@ class DigitsMLP(Problem):
 
     Config = DigitsMLPConfig
 
-    @staticmethod
-    def build(
-        config: ProblemConfig,
-        *,
-        seed: int,
-        data_ranks: torch.Tensor,
-        num_data_nodes: int,
-        device: torch.device,
-    ) -> DigitsOracle:
-        cfg = coerce_config(config, DigitsMLPConfig, "problem")
-        return DigitsOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+    oracle_class = DigitsOracle
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

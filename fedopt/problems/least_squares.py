@@ -181,17 +181,7 @@ class LeastSquares(Problem):
 
     Config = LeastSquaresConfig
 
-    @staticmethod
-    def build(
-        config: ProblemConfig,
-        *,
-        seed: int,
-        data_ranks: torch.Tensor,
-        num_data_nodes: int,
-        device: torch.device,
-    ) -> LeastSquaresOracle:
-        cfg = coerce_config(config, LeastSquaresConfig, "problem")
-        return LeastSquaresOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+    oracle_class = LeastSquaresOracle
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

@@ -393,17 +393,7 @@ class Logistic(Problem):
 
     Config = LogisticConfig
 
-    @staticmethod
-    def build(
-        config: ProblemConfig,
-        *,
-        seed: int,
-        data_ranks: torch.Tensor,
-        num_data_nodes: int,
-        device: torch.device,
-    ) -> LogisticOracle:
-        cfg = coerce_config(config, LogisticConfig, "problem")
-        return LogisticOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+    oracle_class = LogisticOracle
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

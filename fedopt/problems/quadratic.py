@@ -138,17 +138,7 @@ class Quadratic(Problem):
 
     Config = QuadraticConfig
 
-    @staticmethod
-    def build(
-        config: ProblemConfig,
-        *,
-        seed: int,
-        data_ranks: torch.Tensor,
-        num_data_nodes: int,
-        device: torch.device,
-    ) -> QuadraticOracle:
-        cfg = coerce_config(config, QuadraticConfig, "problem")
-        return QuadraticOracle(cfg, seed, data_ranks, num_data_nodes, torch.device(device))
+    oracle_class = QuadraticOracle
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
