@@ -115,10 +115,16 @@ def cmd_topology(args: argparse.Namespace) -> int:
             raise ConfigError("topology." + msg) from None
         raise
     plan = build_topology(tcfg, seed=seed, base_dir=base)
-    facts = describe(plan)
-    width = max(len(k) for k in facts)
-    for key, value in facts.items():
-        print(f"{key:<{width}}  {value}")
+    flat: dict[str, object] = {}
+    for key, value in describe(plan).items():
+        if isinstance(value, dict) and key == "spectral":
+            flat.update(value)
+        else:
+            flat[key] = value
+    width = max(len(k) for k in flat)
+    for key, value in flat.items():
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        print(f"{key:<{width}}  {shown}")
     if args.draw:
         draw(plan, Path(args.draw))
         print(f"drawing: {args.draw}")

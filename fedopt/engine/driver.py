@@ -111,8 +111,11 @@ def run_schedule(
     sim_time = 0.0
     wall0 = time.perf_counter()
 
+    last_eval: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
     def record(t: int) -> dict[str, float]:
-        metrics, *_ = evaluate(workers, test_worker, x_star, block)
+        metrics, xbar, ids, params = evaluate(workers, test_worker, x_star, block)
+        last_eval[:] = [(xbar, ids, params)]
         totals = _merged_totals(workers)
         rec = {
             "round": t,
@@ -149,7 +152,7 @@ def run_schedule(
             break
     if records[-1]["round"] != t:
         record(t)
-    _, xbar, ids, params = evaluate(workers, test_worker, x_star, block)
+    xbar, ids, params = last_eval[0]
     return RunResult(
         records=records,
         rounds=t,

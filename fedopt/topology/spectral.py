@@ -15,9 +15,11 @@ plan says otherwise):
   ``dadao_chi2 = max_{ij in E} 1/2 (e_i - e_j)^T Lbar^+ (e_i - e_j)`` and
   ``dadao_lambda_mix = sqrt(2 chi1 chi2)``.
 
-Dense ``numpy.linalg.eigh`` is used for ``n <= 2000``; beyond, ``scipy.sparse.linalg.eigsh``
-computes the extreme eigenvalues and the resistance-based keys are ``None`` (skipped,
-``n`` too large).
+Dense ``numpy.linalg.eigh`` is used for ``n <= 2000``. Beyond, ``scipy.sparse.linalg.eigsh``
+computes the extreme eigenvalues (shift-invert just outside a Gershgorin or
+Anderson-Morley bound when a sparse LU is cheap, e.g. rings, paths and grids; capped
+plain Lanczos otherwise) and the resistance-based keys are ``None`` (skipped, ``n`` too
+large); a value whose iteration does not converge is also ``None``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,24 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
+from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from fedopt.topology.mixing import is_symmetric, mixing_matrix
 
 DENSE_MAX_N = 2000
 """Largest ``n`` handled with dense eigendecompositions."""
+LU_BUDGET = 1e10
+"""Use shift-invert Lanczos when ``n * bandwidth^2`` (after Cuthill-McKee) is below this."""
+LANCZOS_MAXITER = 300
+"""Cap on implicit restarts of plain Lanczos; beyond it the value is reported as ``None``."""
+_LAPLACIAN_KEYS = (
+    "laplacian_algebraic_connectivity",
+    "laplacian_max_eigenvalue",
+    "max_edge_effective_resistance",
+    "dadao_chi1",
+    "dadao_chi2",
+    "dadao_lambda_mix",
+)
 
 
 def _laplacian(graph: nx.Graph) -> sp.csr_matrix:
@@ -46,26 +61,84 @@ def _laplacian(graph: nx.Graph) -> sp.csr_matrix:
     return (sp.diags(deg) - a).tocsr()
 
 
-def _w_eigs_dense(w: sp.csr_matrix) -> tuple[float, float]:
-    """``(lambda_2, lambda_n)``-based SLEM pieces: returns ``(slem, lambda_2)``."""
-    dense = w.toarray()
+def _symmetrised(w: sp.csr_matrix) -> sp.csr_matrix | None:
+    """A symmetric matrix similar to ``W``, or ``None``.
+
+    ``W`` itself when symmetric; for a reversible ``W`` with ``W_ij / W_ii``-balance such
+    as the ``uniform`` rule (``(d_i + 1) W_ij = 1``), ``R^{1/2} W R^{-1/2}`` with
+    ``R = diag(1 / W_ii)``, which has the same eigenvalues.
+    """
     if is_symmetric(w, 1e-12):
-        ev = np.linalg.eigvalsh(dense)[::-1]
-        return float(max(abs(ev[1]), abs(ev[-1]))), float(ev[1])
-    ev = np.linalg.eigvals(dense)
-    mod = np.sort(np.abs(ev))[::-1]
-    return float(mod[1]), float(np.sort(ev.real)[::-1][1])
+        return w
+    d = w.diagonal()
+    if np.any(d <= 0):
+        return None
+    r = np.sqrt(1.0 / d)
+    s = sp.csr_matrix(sp.diags(r) @ w @ sp.diags(1.0 / r))
+    return s if is_symmetric(s, 1e-10) else None
 
 
-def _w_eigs_sparse(w: sp.csr_matrix) -> tuple[float, float]:
-    if is_symmetric(w, 1e-12):
-        top = sla.eigsh(w, k=2, which="LA", return_eigenvectors=False)
-        bottom = sla.eigsh(w, k=1, which="SA", return_eigenvectors=False)
-        lam2 = float(np.sort(top)[0])
-        return max(abs(lam2), abs(float(bottom[0]))), lam2
-    ev = sla.eigs(w, k=2, which="LM", return_eigenvectors=False)
-    mod = np.sort(np.abs(ev))
-    return float(mod[0]), float(np.sort(ev.real)[0])
+def _cheap_to_factor(m: sp.spmatrix) -> bool:
+    """True when a sparse LU of ``m`` is cheap: small bandwidth after Cuthill-McKee."""
+    m = sp.csr_matrix(m)
+    perm = reverse_cuthill_mckee(m, symmetric_mode=True)
+    pos = np.empty_like(perm)
+    pos[perm] = np.arange(len(perm))
+    coo = m.tocoo()
+    band = int(np.abs(pos[coo.row] - pos[coo.col]).max(initial=0))
+    return m.shape[0] * band * band <= LU_BUDGET
+
+
+def _extreme(m: sp.spmatrix, k: int, top: bool, bound: float, cheap: bool) -> np.ndarray | None:
+    """The ``k`` largest (``top``) or smallest eigenvalues of a sparse symmetric ``m``.
+
+    ``bound`` is a bound on the spectrum at that end (``>=`` the largest or ``<=`` the
+    smallest eigenvalue). With a cheap LU, shift-invert Lanczos just beyond ``bound``
+    converges in a few steps even where eigenvalues cluster; otherwise plain Lanczos
+    runs with a capped number of restarts. Returns ``None`` when it does not converge.
+    """
+    shift = 1e-8 * max(1.0, abs(bound))
+    try:
+        if cheap:
+            sigma = bound + shift if top else bound - shift
+            ev = sla.eigsh(m, k=k, sigma=sigma, which="LM", return_eigenvectors=False)
+        else:
+            ev = sla.eigsh(
+                m,
+                k=k,
+                which="LA" if top else "SA",
+                maxiter=LANCZOS_MAXITER,
+                tol=1e-10,
+                return_eigenvectors=False,
+            )
+    except (sla.ArpackNoConvergence, sla.ArpackError, RuntimeError):
+        return None
+    return np.sort(ev)
+
+
+def _w_slem(w: sp.csr_matrix) -> float | None:
+    """Second largest eigenvalue modulus of a row-stochastic ``W`` (``None``: skipped)."""
+    n = w.shape[0]
+    s = _symmetrised(w)
+    if n <= DENSE_MAX_N:
+        if s is None:
+            mod = np.sort(np.abs(np.linalg.eigvals(w.toarray())))[::-1]
+            return float(mod[1])
+        ev = np.linalg.eigvalsh(s.toarray())[::-1]
+        return float(max(abs(ev[1]), abs(ev[-1])))
+    if s is None:
+        try:
+            ev = sla.eigs(w, k=2, which="LM", maxiter=LANCZOS_MAXITER, return_eigenvectors=False)
+        except (sla.ArpackNoConvergence, sla.ArpackError):
+            return None
+        return float(np.sort(np.abs(ev))[0])
+    cheap = _cheap_to_factor(s)
+    top = _extreme(s, 2, True, 1.0, cheap)
+    low_bound = float((2.0 * s.diagonal() - 1.0).min())  # Gershgorin
+    bottom = _extreme(s, 1, False, low_bound, cheap)
+    if top is None or bottom is None:
+        return None
+    return float(max(abs(top[0]), abs(bottom[0])))
 
 
 def _laplacian_facts(graph: nx.Graph) -> dict[str, Any]:
@@ -87,9 +160,15 @@ def _laplacian_facts(graph: nx.Graph) -> dict[str, Any]:
             res = d[e[:, 0]] + d[e[:, 1]] - 2.0 * pinv[e[:, 0], e[:, 1]]
             r_max = float(res.max())
     else:
-        shifted = sla.eigsh(lap, k=2, sigma=-1e-6, which="LM", return_eigenvectors=False)
-        lam2 = float(np.sort(shifted)[1])
-        lam_n = float(sla.eigsh(lap, k=1, which="LA", return_eigenvectors=False)[0])
+        cheap = _cheap_to_factor(lap)
+        deg = lap.diagonal()
+        e = np.array([(u, v) for u, v in graph.edges() if u != v], dtype=np.int64)
+        upper = float((deg[e[:, 0]] + deg[e[:, 1]]).max()) if len(e) else 0.0  # Anderson-Morley
+        low = _extreme(lap, 2, False, 0.0, cheap)
+        high = _extreme(lap, 1, True, upper, cheap)
+        if low is None or high is None:
+            return dict.fromkeys(_LAPLACIAN_KEYS, None)
+        lam2, lam_n = float(low[1]), float(high[0])
     connected = lam2 > 1e-9 * max(lam_n, 1.0)
     out["laplacian_algebraic_connectivity"] = lam2 if connected else 0.0
     out["laplacian_max_eigenvalue"] = lam_n
@@ -152,10 +231,10 @@ def spectral_facts(graph_or_plan: Any, rule: str | None = None) -> dict[str, Any
             dadao_lambda_mix=None,
         )
         return out
-    if w is None:
+    slem = None if w is None else _w_slem(w)
+    if slem is None:
         out["spectral_gap"] = out["second_largest_eigenvalue_modulus"] = None
     else:
-        slem, _ = _w_eigs_dense(w) if n <= DENSE_MAX_N else _w_eigs_sparse(w)
         slem = min(slem, 1.0)
         out["spectral_gap"] = 1.0 - slem
         out["second_largest_eigenvalue_modulus"] = slem
