@@ -26,7 +26,6 @@ from pydantic import Field
 
 from fedopt import rng
 from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
-from fedopt.engine.reduce import block_sum
 
 
 class FedAvgConfig(AlgorithmConfig):
@@ -78,37 +77,44 @@ class FedAvg(Algorithm):
     def round(self, state: State, t: int) -> None:
         cfg, ctx = self.config, self.ctx
         sampled = sample_clients(ctx.seed, self.client_ids, cfg.client_fraction, t)
-        # local positions of the hosted sampled clients (hosted ids are sorted)
-        pos = torch.searchsorted(ctx.hosted, sampled).clamp_max(len(ctx.hosted) - 1)
-        mine = pos[ctx.hosted[pos] == sampled]
+        # hosted sampled clients: their local index and their position in `sampled`
+        where = torch.searchsorted(sampled, ctx.hosted).clamp_max(len(sampled) - 1)
+        hit = sampled[where] == ctx.hosted
+        mine, positions = torch.nonzero(hit).squeeze(1), where[hit]
         w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
         w = w.reshape(-1)
         d = w.numel()
         rows = ctx.data_rows[mine]
-        if cfg.weighting == "samples":
+        by_samples = cfg.weighting == "samples"
+        if by_samples:
             weights = ctx.oracle.num_samples[rows].to(ctx.dtype)
         else:
             weights = torch.ones(len(rows), dtype=ctx.dtype)
-        C = ctx.chunk_size
-        if self._buf is None or self._buf.shape != (min(C, max(1, len(rows))), d):
-            self._buf = torch.empty((min(C, max(1, len(rows))), d), dtype=ctx.dtype)
-        acc = torch.zeros(d + 1, dtype=ctx.dtype, device=ctx.device)
-        for a in range(0, len(rows), C):
-            e = min(a + C, len(rows))
-            W = self._buf[: e - a]
-            W.copy_(w.expand(e - a, d))
+        if self._buf is None or self._buf.shape != (len(rows), d):
+            self._buf = torch.empty((len(rows), d), dtype=ctx.dtype, device=ctx.device)
+        models = self._buf
+        for a in range(0, len(rows), ctx.chunk_size):
+            e = min(a + ctx.chunk_size, len(rows))
+            chunk = models[a:e]
+            chunk.copy_(w.expand(e - a, d))
             for s in range(cfg.local_steps):
-                ctx.oracle.sgd_step_(W, rows[a:e], t * cfg.local_steps + s, cfg.lr)
-            acc[:d] += block_sum(W, weights[a:e])
-            acc[d] += weights[a:e].sum()
+                ctx.oracle.sgd_step_(chunk, rows[a:e], t * cfg.local_steps + s, cfg.lr)
         ctx.comm.compute(mine, cfg.local_steps, t)
-        by_samples = cfg.weighting == "samples"
-        payload = acc if by_samples else acc[:d]  # the sample count travels with the model
-        total = ctx.comm.gather_sum(payload, ctx.hosted[mine], self.server_id, "update")
-        if self.server is not None and total is not None:
-            avg = total[:d] / (total[d] if by_samples else float(len(sampled)))
+        # a client's message carries its model and, with sample weighting, its count
+        sums = ctx.comm.gather_sum(
+            models,
+            weights,
+            ctx.hosted[mine],
+            positions,
+            len(sampled),
+            self.server_id,
+            "update",
+            d + 1 if by_samples else d,
+        )
+        if self.server is not None and sums is not None:
+            weighted, total_weight = sums
             g = state["w"][0]
-            g.add_(avg - g, alpha=cfg.server_lr)
+            g.add_(weighted / total_weight - g, alpha=cfg.server_lr)
 
     def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         if self.server is None:

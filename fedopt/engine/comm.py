@@ -8,8 +8,8 @@ model's delivery times:
   every ``i`` with ``W_t[i, j] != 0``.
 * :meth:`Comm.broadcast`: one node sends the same payload to a set of nodes.
 * :meth:`Comm.gather_sum`: a set of nodes send payloads to one node, which uses their
-  (weighted) sum. The transport carries the partial sum; the meter counts one
-  message per sender.
+  weighted sum. The sum is formed in the canonical order of :mod:`fedopt.engine.reduce`
+  (the transport carries block sums); the meter counts one message per sender.
 
 Time: each node has a clock (float64 seconds). Local work adds compute time
 (:meth:`Comm.compute`); a message sent at the sender's clock arrives after the link
@@ -27,7 +27,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
-from fedopt.engine.mixer import Mixer
+from fedopt.engine.mixer import Mixer, degree_cap
+from fedopt.engine.reduce import BlockPartials, block_partials, combine_partials
 from fedopt.network.compute_time import ComputeTimeModel
 from fedopt.network.link import LinkModel
 from fedopt.network.meter import Meter
@@ -65,16 +66,22 @@ class Comm(ABC):
     @abstractmethod
     def gather_sum(
         self,
-        partial: torch.Tensor,
-        senders_local: torch.Tensor,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
+        senders: torch.Tensor,
+        positions: torch.Tensor,
+        total: int,
         dst: int,
         kind: str,
-    ) -> torch.Tensor | None:
-        """Deliver the sum of the senders' payloads to global node ``dst``.
+        numel: int,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Deliver ``(sum_i w_i rows_i, sum_i w_i)`` over every sender to node ``dst``.
 
-        ``partial`` is this worker's sum over its senders ``senders_local`` (each sender
-        sends one message of ``partial.numel()`` elements). Returns the total on the
-        worker hosting ``dst`` and None elsewhere.
+        ``rows`` (``[m, dim]``), ``weights`` (``[m]``) and ``senders`` (global ids,
+        ``[m]``) describe this worker's senders; ``positions`` (sorted, ``[m]``) are
+        their indices among all ``total`` senders of every worker, which fix the
+        canonical summation order. Each sender sends one message of ``numel`` elements.
+        Returns the sums on the worker hosting ``dst``, None elsewhere.
         """
 
     @abstractmethod
@@ -111,8 +118,10 @@ class LocalComm(Comm):
         meter: Meter,
         dtype: torch.dtype,
         device: torch.device,
+        block: int = 1024,
     ) -> None:
         self.topology = topology
+        self.block = block
         self.link = link
         self.compute_model = compute_model
         self.meter = meter
@@ -135,7 +144,7 @@ class LocalComm(Comm):
             src, dst = src[order], dst[order]
             eids = self.topology.edge_index(src, dst)
             cached = (
-                Mixer(W, self.dtype, self.device),
+                Mixer(W, degree_cap(W), self.dtype, self.device),
                 torch.from_numpy(src),
                 torch.from_numpy(dst),
                 torch.from_numpy(eids),
@@ -163,14 +172,42 @@ class LocalComm(Comm):
         return value
 
     def gather_sum(
-        self, partial: torch.Tensor, senders_local: torch.Tensor, dst: int, kind: str
-    ) -> torch.Tensor | None:
-        srcs = senders_local.to(torch.int64)
+        self,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
+        senders: torch.Tensor,
+        positions: torch.Tensor,
+        total: int,
+        dst: int,
+        kind: str,
+        numel: int,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        srcs = senders.to(torch.int64)
         dsts = torch.full_like(srcs, int(dst))
         eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
-        nbytes = self.meter.message_bytes(partial.numel(), partial.dtype)
-        self._deliver(srcs, dsts, eids, nbytes, kind)
-        return partial
+        self._deliver(srcs, dsts, eids, self.meter.message_bytes(numel, rows.dtype), kind)
+        parts = self.partials(rows, weights, positions, total)
+        return self.combine([parts], rows)
+
+    def partials(
+        self, rows: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor, total: int
+    ) -> tuple[BlockPartials, BlockPartials]:
+        """This worker's canonical partials of ``sum w_i rows_i`` and of ``sum w_i``."""
+        w = weights.to(rows.dtype)
+        return (
+            block_partials(rows, positions, total, w, self.block),
+            block_partials(w.unsqueeze(1), positions, total, None, self.block),
+        )
+
+    @staticmethod
+    def combine(
+        parts: list[tuple[BlockPartials, BlockPartials]], like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merge every worker's partials into ``(weighted sum, weight total)``."""
+        return (
+            combine_partials([p[0] for p in parts], like[0] if like.ndim == 2 else like),
+            combine_partials([p[1] for p in parts], like.new_zeros(1)),
+        )
 
     # -- time -----------------------------------------------------------------------
     def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:

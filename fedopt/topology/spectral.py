@@ -37,10 +37,13 @@ from fedopt.topology.mixing import is_symmetric, mixing_matrix
 
 DENSE_MAX_N = 2000
 """Largest ``n`` handled with dense eigendecompositions."""
-LU_BUDGET = 1e10
+LU_BUDGET = 2e9
 """Use shift-invert Lanczos when ``n * bandwidth^2`` (after Cuthill-McKee) is below this."""
+MATVEC_WORK = 2e7
+"""Plain Lanczos may use ``max(MIN_MATVECS, MATVEC_WORK / n)`` products, then gives up."""
+MIN_MATVECS = 200
 LANCZOS_MAXITER = 300
-"""Cap on implicit restarts of plain Lanczos; beyond it the value is reported as ``None``."""
+"""Cap on implicit restarts of the non-symmetric ``eigs`` fallback."""
 _LAPLACIAN_KEYS = (
     "laplacian_algebraic_connectivity",
     "laplacian_max_eigenvalue",
@@ -78,6 +81,34 @@ def _symmetrised(w: sp.csr_matrix) -> sp.csr_matrix | None:
     return s if is_symmetric(s, 1e-10) else None
 
 
+def _start(n: int) -> np.ndarray:
+    """Fixed ARPACK start vector (ARPACK would otherwise start from a random one)."""
+    return np.random.default_rng(0).standard_normal(n)
+
+
+class _OutOfBudget(Exception):
+    """Raised by :class:`_Capped` when an iteration uses more products than allowed."""
+
+
+class _Capped(sla.LinearOperator):
+    """``m`` as a linear operator that refuses more than ``budget`` products.
+
+    A deterministic work cap (the same graph always gives the same result) for Lanczos
+    on large graphs whose extreme eigenvalues cluster and converge slowly.
+    """
+
+    def __init__(self, m: sp.spmatrix, budget: int) -> None:
+        super().__init__(dtype=np.float64, shape=m.shape)
+        self.m = m
+        self.budget = budget
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _OutOfBudget
+        return self.m @ x
+
+
 def _cheap_to_factor(m: sp.spmatrix) -> bool:
     """True when a sparse LU of ``m`` is cheap: small bandwidth after Cuthill-McKee."""
     m = sp.csr_matrix(m)
@@ -95,23 +126,27 @@ def _extreme(m: sp.spmatrix, k: int, top: bool, bound: float, cheap: bool) -> np
     ``bound`` is a bound on the spectrum at that end (``>=`` the largest or ``<=`` the
     smallest eigenvalue). With a cheap LU, shift-invert Lanczos just beyond ``bound``
     converges in a few steps even where eigenvalues cluster; otherwise plain Lanczos
-    runs with a capped number of restarts. Returns ``None`` when it does not converge.
+    runs with a capped number of matrix-vector products. Returns ``None`` when it does
+    not converge. The start vector is fixed, so results are deterministic.
     """
     shift = 1e-8 * max(1.0, abs(bound))
     try:
         if cheap:
             sigma = bound + shift if top else bound - shift
-            ev = sla.eigsh(m, k=k, sigma=sigma, which="LM", return_eigenvectors=False)
+            ev = sla.eigsh(
+                m, k=k, sigma=sigma, which="LM", v0=_start(m.shape[0]), return_eigenvectors=False
+            )
         else:
             ev = sla.eigsh(
-                m,
+                _Capped(m, max(MIN_MATVECS, int(MATVEC_WORK // m.shape[0]))),
                 k=k,
                 which="LA" if top else "SA",
-                maxiter=LANCZOS_MAXITER,
-                tol=1e-10,
+                maxiter=10**6,
+                tol=1e-8,
+                v0=_start(m.shape[0]),
                 return_eigenvectors=False,
             )
-    except (sla.ArpackNoConvergence, sla.ArpackError, RuntimeError):
+    except (_OutOfBudget, sla.ArpackNoConvergence, sla.ArpackError, RuntimeError):
         return None
     return np.sort(ev)
 
@@ -128,7 +163,14 @@ def _w_slem(w: sp.csr_matrix) -> float | None:
         return float(max(abs(ev[1]), abs(ev[-1])))
     if s is None:
         try:
-            ev = sla.eigs(w, k=2, which="LM", maxiter=LANCZOS_MAXITER, return_eigenvectors=False)
+            ev = sla.eigs(
+                w,
+                k=2,
+                which="LM",
+                maxiter=LANCZOS_MAXITER,
+                v0=_start(n),
+                return_eigenvectors=False,
+            )
         except (sla.ArpackNoConvergence, sla.ArpackError):
             return None
         return float(np.sort(np.abs(ev))[0])
