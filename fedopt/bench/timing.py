@@ -8,7 +8,7 @@ from typing import Any
 
 from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
-from fedopt.engine.driver import run_schedule
+from fedopt.engine.driver import LocalGroup, run_schedule
 from fedopt.engine.local import configure_threads, resolve_device
 from fedopt.engine.worker import Worker
 
@@ -41,7 +41,7 @@ def timed_run(raw: dict[str, Any], meter: bool = True) -> dict[str, Any]:
     def on_round(t: int) -> None:
         marks["end"] = time.perf_counter()
 
-    result = run_schedule(plan, [worker], None, on_record=on_record, on_round=on_round)
+    result = run_schedule(plan, LocalGroup([worker]), None, on_record=on_record, on_round=on_round)
     return {
         "threads": threads,
         "setup_s": round(setup_s, 3),

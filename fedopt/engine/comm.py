@@ -40,14 +40,25 @@ class Comm(ABC):
 
     Attributes
     ----------
+    hosted
+        ``[k]`` int64 sorted global ids of the hosted nodes.
     clock
         ``[k]`` float64 simulated time of each hosted node.
     meter
         Message counters of the messages this worker meters.
+    link, compute_model
+        Link and compute-time models.
+    exchange
+        Number of exchanges so far; keys the link-loss draws, so every worker must
+        call the collectives in the same order (they run the same algorithm code).
     """
 
+    hosted: torch.Tensor
     clock: torch.Tensor
     meter: Meter
+    link: LinkModel
+    compute_model: ComputeTimeModel
+    exchange: int = 0
 
     @abstractmethod
     def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
@@ -55,9 +66,9 @@ class Comm(ABC):
 
     @abstractmethod
     def broadcast(
-        self, value: torch.Tensor | None, src: int, dst_local: torch.Tensor, kind: str
+        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
     ) -> torch.Tensor:
-        """Send ``value`` from global node ``src`` to hosted nodes ``dst_local``.
+        """Send ``value`` from global node ``src`` to the hosted nodes ``dst`` (global ids).
 
         ``value`` is given on the worker hosting ``src`` (None elsewhere); every worker
         gets it back.
@@ -84,13 +95,43 @@ class Comm(ABC):
         Returns the sums on the worker hosting ``dst``, None elsewhere.
         """
 
-    @abstractmethod
     def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
-        """Charge ``steps`` local steps of compute time to the hosted nodes ``local_rows``."""
+        """Charge ``steps`` local steps of compute time to hosted nodes ``local_rows``."""
+        if steps > 0 and len(local_rows):
+            seconds = self.compute_model.seconds(self.hosted[local_rows], steps, t)
+            self.clock.index_add_(0, local_rows, seconds)
 
     def barrier(self, time: float) -> None:
         """End of a synchronous round: every hosted clock moves to ``time``."""
         self.clock.fill_(time)
+
+    def local_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """Positions in ``hosted`` of hosted global ids."""
+        return torch.searchsorted(self.hosted, ids.to(torch.int64))
+
+    def _deliver(
+        self,
+        send_times: torch.Tensor,
+        dst_local: torch.Tensor,
+        eids: torch.Tensor,
+        nbytes: int,
+        kind: str,
+        meter: bool = True,
+    ) -> torch.Tensor:
+        """Meter messages on edges ``eids`` sent at ``send_times``; return their arrivals.
+
+        Receivers ``dst_local`` hosted here (may be empty when the receiver is remote)
+        move their clocks to their latest arrival.
+        """
+        if len(eids) == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        attempts = self.link.attempts(eids, self.exchange)
+        if meter:
+            self.meter.record(eids, nbytes, kind, attempts)
+        arrival = send_times + self.link.delay(eids, nbytes, attempts)
+        if len(dst_local):
+            self.clock.scatter_reduce_(0, dst_local, arrival, reduce="amax", include_self=True)
+        return arrival
 
 
 class LocalComm(Comm):
@@ -127,8 +168,9 @@ class LocalComm(Comm):
         self.meter = meter
         self.dtype = dtype
         self.device = device
+        self.hosted = torch.arange(topology.n)
         self.clock = torch.zeros(topology.n, dtype=torch.float64)
-        self.exchange = 0  # counter of exchanges, keys the link-loss draws
+        self.exchange = 0
         self._mixers: dict[int, tuple[Mixer, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # -- gossip ---------------------------------------------------------------------
@@ -155,20 +197,23 @@ class LocalComm(Comm):
 
     def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
         mixer, src, dst, eids = self._mixer(t)
+        self.exchange += 1
         nbytes = self.meter.message_bytes(X.shape[1], X.dtype)
-        self._deliver(src, dst, eids, nbytes, kind)
+        self._deliver(self.clock[src], dst, eids, nbytes, kind)
         return mixer(X)
 
     # -- server patterns ------------------------------------------------------------
     def broadcast(
-        self, value: torch.Tensor | None, src: int, dst_local: torch.Tensor, kind: str
+        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
     ) -> torch.Tensor:
         if value is None:
             raise ValueError("broadcast: the local engine hosts the source; value is required")
-        dst = dst_local.to(torch.int64)
+        self.exchange += 1
+        dst = dst.to(torch.int64)
         srcs = torch.full_like(dst, int(src))
         eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dst.numpy()))
-        self._deliver(srcs, dst, eids, self.meter.message_bytes(value.numel(), value.dtype), kind)
+        nbytes = self.meter.message_bytes(value.numel(), value.dtype)
+        self._deliver(self.clock[srcs], dst, eids, nbytes, kind)
         return value
 
     def gather_sum(
@@ -182,10 +227,12 @@ class LocalComm(Comm):
         kind: str,
         numel: int,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        self.exchange += 1
         srcs = senders.to(torch.int64)
         dsts = torch.full_like(srcs, int(dst))
         eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
-        self._deliver(srcs, dsts, eids, self.meter.message_bytes(numel, rows.dtype), kind)
+        nbytes = self.meter.message_bytes(numel, rows.dtype)
+        self._deliver(self.clock[srcs], dsts, eids, nbytes, kind)
         parts = self.partials(rows, weights, positions, total)
         return self.combine([parts], rows)
 
@@ -208,25 +255,3 @@ class LocalComm(Comm):
             combine_partials([p[0] for p in parts], like[0] if like.ndim == 2 else like),
             combine_partials([p[1] for p in parts], like.new_zeros(1)),
         )
-
-    # -- time -----------------------------------------------------------------------
-    def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
-        if steps > 0 and len(local_rows):
-            self.clock.index_add_(0, local_rows, self.compute_model.seconds(local_rows, steps, t))
-
-    def _deliver(
-        self,
-        src: torch.Tensor,
-        dst: torch.Tensor,
-        eids: torch.Tensor,
-        nbytes: int,
-        kind: str,
-    ) -> None:
-        """Meter messages ``src -> dst`` and move receivers' clocks to their arrivals."""
-        self.exchange += 1
-        if len(eids) == 0:
-            return
-        attempts = self.link.attempts(eids, self.exchange)
-        self.meter.record(eids, nbytes, kind, attempts)
-        arrival = self.clock[src] + self.link.delay(eids, nbytes, attempts)
-        self.clock.scatter_reduce_(0, dst, arrival, reduce="amax", include_self=True)

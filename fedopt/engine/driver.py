@@ -21,14 +21,41 @@ from fedopt.engine.worker import EvalPartial
 from fedopt.network.meter import MeterTotals
 
 
-class WorkerLike(Protocol):
-    """The worker interface the driver needs."""
+class WorkerGroup(Protocol):
+    """All workers of a run, as the driver sees them.
+
+    ``round`` runs round ``t`` on every worker (concurrently where the engine can) and
+    returns the latest node clock; ``barrier`` sets every clock before the next round.
+    """
 
     def round(self, t: int) -> float: ...
     def barrier(self, time: float) -> None: ...
-    def outputs(self) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def evaluate(self, xbar: torch.Tensor, with_test: bool) -> EvalPartial: ...
-    def meter_totals(self) -> MeterTotals: ...
+    def outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
+    def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]: ...
+    def meter_totals(self) -> list[MeterTotals]: ...
+
+
+class LocalGroup:
+    """In-process workers called one after another (the local engine has one)."""
+
+    def __init__(self, workers: Sequence[Any]) -> None:
+        self.workers = list(workers)
+
+    def round(self, t: int) -> float:
+        return max(w.round(t) for w in self.workers)
+
+    def barrier(self, time: float) -> None:
+        for w in self.workers:
+            w.barrier(time)
+
+    def outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [w.outputs() for w in self.workers]
+
+    def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]:
+        return [w.evaluate(xbar, with_test=(i == 0)) for i, w in enumerate(self.workers)]
+
+    def meter_totals(self) -> list[MeterTotals]:
+        return [w.meter_totals() for w in self.workers]
 
 
 @dataclass
@@ -47,8 +74,8 @@ class RunResult:
     totals: MeterTotals = field(default_factory=MeterTotals)
 
 
-def _gather_outputs(workers: Sequence[WorkerLike]) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, params = zip(*(w.outputs() for w in workers), strict=True)
+def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, params = zip(*group.outputs(), strict=True)
     ids_t = torch.cat([i.to(torch.int64) for i in ids])
     dim = max((p.shape[1] for p in params if p.ndim == 2 and p.numel()), default=0)
     params_t = torch.cat([p.reshape(-1, dim) for p in params if p.numel()])
@@ -57,8 +84,7 @@ def _gather_outputs(workers: Sequence[WorkerLike]) -> tuple[torch.Tensor, torch.
 
 
 def evaluate(
-    workers: Sequence[WorkerLike],
-    test_worker: int,
+    group: WorkerGroup,
     x_star: torch.Tensor | None,
     block: int,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -67,10 +93,10 @@ def evaluate(
     ``loss = sum_i p_i f_i(x_bar)``; ``consensus_distance = mean_i ||x_i - x_bar||^2``;
     ``distance_to_opt = ||x_bar - x*||`` when the optimum is known.
     """
-    ids, params = _gather_outputs(workers)
+    ids, params = _gather_outputs(group)
     p64 = params.to(torch.float64)
     xbar = canonical_sum(p64, None, block) / len(ids)
-    parts = [w.evaluate(xbar, with_test=(i == test_worker)) for i, w in enumerate(workers)]
+    parts = group.evaluate(xbar)
     ranks = torch.cat([p.ranks for p in parts])
     order = torch.argsort(ranks)
     values = torch.cat([p.values for p in parts])[order]
@@ -92,7 +118,7 @@ def evaluate(
 
 def run_schedule(
     plan: Plan,
-    workers: Sequence[WorkerLike],
+    group: WorkerGroup,
     x_star: torch.Tensor | None,
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
@@ -105,7 +131,6 @@ def run_schedule(
     cfg = plan.config
     stop = cfg.stop
     block = cfg.engine.chunk_size
-    test_worker = 0
     max_rounds = stop.rounds if stop.rounds is not None else 2**62
     records: list[dict[str, Any]] = []
     sim_time = 0.0
@@ -114,9 +139,9 @@ def run_schedule(
     last_eval: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def record(t: int) -> dict[str, float]:
-        metrics, xbar, ids, params = evaluate(workers, test_worker, x_star, block)
+        metrics, xbar, ids, params = evaluate(group, x_star, block)
         last_eval[:] = [(xbar, ids, params)]
-        totals = _merged_totals(workers)
+        totals = _merged_totals(group)
         rec = {
             "round": t,
             "sim_time_s": sim_time,
@@ -135,9 +160,8 @@ def run_schedule(
     t = 0
     reason = "rounds"
     while t < max_rounds:
-        sim_time = max(w.round(t) for w in workers)
-        for w in workers:
-            w.barrier(sim_time)
+        sim_time = group.round(t)
+        group.barrier(sim_time)
         t += 1
         on_round(t)
         time_up = stop.sim_time_s is not None and sim_time >= stop.sim_time_s
@@ -163,12 +187,12 @@ def run_schedule(
         final_params=params,
         final_model=xbar,
         x_star=x_star,
-        totals=_merged_totals(workers),
+        totals=_merged_totals(group),
     )
 
 
-def _merged_totals(workers: Sequence[WorkerLike]) -> MeterTotals:
+def _merged_totals(group: WorkerGroup) -> MeterTotals:
     total = MeterTotals()
-    for w in workers:
-        total = total.merge(w.meter_totals())
+    for t in group.meter_totals():
+        total = total.merge(t)
     return total

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedopt.engine.driver import RunResult, run_schedule
+from fedopt.engine.driver import LocalGroup, RunResult, run_schedule
 from fedopt.engine.plan import Plan
 from fedopt.engine.worker import Worker
 from fedopt.errors import ConfigError
@@ -58,5 +58,7 @@ def run_local(
     worker = Worker(plan, np.arange(plan.topology.n), device, meter_enabled=meter_enabled)
     stats = worker.optimum_stats()
     x_star = stats.solve() if stats is not None else None
-    result = run_schedule(plan, [worker], x_star, on_record=on_record, on_round=on_round)
+    result = run_schedule(
+        plan, LocalGroup([worker]), x_star, on_record=on_record, on_round=on_round
+    )
     return result, worker

@@ -179,15 +179,23 @@ def scan_plugins() -> dict[Path, str]:
 
 def lookup_registered(name: str) -> Any:
     """``TOPOLOGIES.get(name)``, importing the repository plug-ins first if needed."""
-    if name not in TOPOLOGIES:
-        failures = scan_plugins()
-        if name not in TOPOLOGIES and failures:
-            try:
-                TOPOLOGIES.get(name)
-            except ConfigError as exc:
-                broken = "; ".join(failures.values())
-                raise ConfigError(f"{exc} Some plug-ins failed to import: {broken}") from None
-    return TOPOLOGIES.get(name)
+    if name in TOPOLOGIES:
+        return TOPOLOGIES.get(name)
+    if "." in name or "/" in name or "\\" in name:
+        raise ConfigError(
+            f"topology.name: {name!r} is neither a registered topology, a Python plug-in "
+            f"'path/file.py:function' nor a graph file with a known extension "
+            f"({', '.join(GRAPH_EXTS)}); rename the file or convert it"
+        )
+    failures = scan_plugins()
+    try:
+        return TOPOLOGIES.get(name)
+    except ConfigError as exc:
+        broken = " Some plug-ins failed to import: " + "; ".join(failures.values())
+        raise ConfigError(
+            f"{exc} Or give a Python plug-in 'path/file.py:function' or a graph file "
+            f"({', '.join(GRAPH_EXTS)}).{broken if failures else ''}"
+        ) from None
 
 
 # -------------------------------------------------------------------------- graph files
@@ -218,6 +226,18 @@ def _node_id(token: str) -> Any:
         return int(token)
     except ValueError:
         return token
+
+
+ENDPOINT_NAMES = ("u", "v", "source", "target", "src", "dst", "from", "to", "i", "j")
+
+
+def _is_header(tokens: list[str]) -> bool:
+    """A header names the endpoint columns (``u,v``...) and/or the attribute columns."""
+    if len(tokens) < 2 or tokens[0] == "node" or any("=" in t for t in tokens):
+        return False
+    if any(isinstance(_node_id(t), int) for t in tokens[:2]):
+        return False
+    return tokens[0].lower() in ENDPOINT_NAMES or any(t in EDGE_ATTRS for t in tokens[2:])
 
 
 def read_edge_list(path: Path) -> nx.Graph:
@@ -261,13 +281,7 @@ def read_edge_list(path: Path) -> nx.Graph:
         tokens = [t.strip() for t in line.split(",")] if "," in line else line.split()
         if first:
             first = False
-            looks_header = (
-                len(tokens) >= 2
-                and not all(isinstance(_node_id(t), int) for t in tokens[:2])
-                and tokens[0] != "node"
-                and not any("=" in t for t in tokens)
-            )
-            if looks_header:
+            if _is_header(tokens):
                 header = [t.lower() if t.lower() in ("u", "v") else t for t in tokens]
                 for key in header[2:]:
                     _check_key(key, EDGE_ATTRS, f"{path.name} header")

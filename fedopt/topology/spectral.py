@@ -242,8 +242,9 @@ def spectral_facts(graph_or_plan: Any, rule: str | None = None) -> dict[str, Any
         Keys ``spectral_gap``, ``second_largest_eigenvalue_modulus``,
         ``laplacian_algebraic_connectivity``, ``laplacian_max_eigenvalue``,
         ``max_edge_effective_resistance``, ``dadao_chi1``, ``dadao_chi2``,
-        ``dadao_lambda_mix``, ``mixing_rule``. ``None`` marks a value skipped because
-        ``n > 2000``; a disconnected graph has gap 0 and ``chi1 = inf``.
+        ``dadao_lambda_mix``, ``mixing_rule``. ``None`` marks a value skipped
+        (resistances when ``n > 2000``, or a large-``n`` iteration that did not converge
+        within its work cap); a disconnected graph has gap 0 and ``chi1 = inf``.
     """
     w: sp.csr_matrix | None
     if isinstance(graph_or_plan, nx.Graph):

@@ -253,3 +253,10 @@ def test_graph_file_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"topology\.name") as err:
         build("lossy.edgelist", base_dir=tmp_path)
     assert "lossy.edgelist" in str(err.value) and "0 <= loss < 1" in str(err.value)
+
+
+def test_string_labels_in_edge_list_are_reported(tmp_path):
+    write(tmp_path, "names.txt", "a b\nb c\n")
+    with pytest.raises(ConfigError, match=r"topology\.name") as err:
+        build("names.txt", base_dir=tmp_path)
+    assert "'a'" in str(err.value) and "convert_node_labels_to_integers" in str(err.value)

@@ -116,3 +116,9 @@ def test_missing_n_and_unknown_name():
     with pytest.raises(ConfigError, match=r"topology\.name") as err:
         build_topology(TopologyConfig(name="rnig", n=8), seed=0)
     assert "Did you mean 'ring'" in str(err.value)
+
+
+def test_unknown_file_like_name():
+    with pytest.raises(ConfigError, match=r"topology\.name") as err:
+        build_topology(TopologyConfig(name="graphs/net.json"), seed=0)
+    assert ".edgelist" in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 import pytest
 
 from fedopt.topology import TopologyConfig, build_topology, spectral_facts
@@ -60,3 +61,17 @@ def test_time_varying_plan_reports_union_graph():
     f = spectral_facts(plan)
     assert f["spectral_gap"] is None
     assert f["laplacian_algebraic_connectivity"] > 0
+
+
+def test_sparse_branch_matches_closed_form():
+    # n > 2000 takes the sparse (shift-invert Lanczos) path
+    n = 2100
+    f = spectral_facts(nx.cycle_graph(n))
+    theta = 2 * np.pi / n
+    assert f["laplacian_algebraic_connectivity"] == pytest.approx(2 - 2 * np.cos(theta), rel=1e-6)
+    assert f["laplacian_max_eigenvalue"] == pytest.approx(4.0)
+    # Metropolis on a ring: W = (I + A) / 3, eigenvalues (1 + 2 cos(2 pi k / n)) / 3
+    slem = max((1 + 2 * np.cos(theta)) / 3, 1 / 3)
+    assert f["second_largest_eigenvalue_modulus"] == pytest.approx(slem, rel=1e-9)
+    assert f["dadao_chi1"] == pytest.approx(n / (2 - 2 * np.cos(theta)), rel=1e-6)
+    assert f["max_edge_effective_resistance"] is None and f["dadao_chi2"] is None
