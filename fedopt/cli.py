@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedopt.errors import ConfigError
+from fedopt.errors import ConfigError, EngineError
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -24,10 +24,15 @@ def _load(args: argparse.Namespace):
     from fedopt.config import apply_overrides, read_yaml, validate
 
     data = read_yaml(args.config)
+    base = Path(args.config).resolve().parent
     overrides = list(args.set)
     if getattr(args, "engine", None):
         overrides.append(f"engine.kind={args.engine}")
-    return validate(apply_overrides(data, overrides))
+    if getattr(args, "actors", None) is not None:
+        overrides.append(f"engine.actors={args.actors}")
+    if getattr(args, "address", None):
+        overrides.append(f"engine.address={args.address}")
+    return validate(apply_overrides(data, overrides), base)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -147,6 +152,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from fedopt.engine.ray_engine import cluster
+
+    if args.action == "token":
+        print(cluster.new_token())
+    elif args.action == "start-head":
+        cluster.start_head(args.port, args.num_cpus, args.num_gpus, args.node_ip, args.block)
+    elif args.action == "join":
+        if not args.address:
+            raise ConfigError("fedopt cluster join: give the head's address, e.g. 10.0.0.5:6379")
+        cluster.join(args.address, args.num_cpus, args.num_gpus, args.node_ip, args.block)
+    else:
+        cluster.stop()
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fedopt.doctor import doctor
+
+    return doctor(args.config, args.set, args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fedopt`` command."""
     parser = argparse.ArgumentParser(prog="fedopt", description=__doc__)
@@ -157,14 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--engine", choices=["local"], help="execution engine (default: local)")
+    p.add_argument("--engine", choices=["local", "ray"], help="execution engine (default: local)")
+    p.add_argument("--actors", type=int, help="ray: number of actors")
+    p.add_argument("--address", help="ray: 'auto' or host:port of a running cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check an experiment (and its topology) without running")
     p.add_argument("config")
     _add_set(p)
-    p.add_argument("--engine", choices=["local"])
+    p.add_argument("--engine", choices=["local", "ray"])
+    p.add_argument("--actors", type=int)
+    p.add_argument("--address")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("list", help="name the algorithms, problems and topologies")
@@ -189,12 +220,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--nodes", type=int, default=1024)
     p.add_argument("--dim", type=int, default=100_000)
-    p.add_argument("--engine", choices=["local"], default="local")
+    p.add_argument("--engine", choices=["local", "ray"], default="local")
+    p.add_argument("--actors", type=int, default=None, help="ray: number of actors")
+    p.add_argument("--address", default=None, help="ray: cluster address")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--data", choices=["auto", "materialize", "regenerate"], default="auto")
     p.add_argument("--no-meter", action="store_true", help="disable metering (overhead check)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("cluster", help="start/join/stop a Ray cluster with token auth")
+    p.add_argument("action", choices=["token", "start-head", "join", "stop"])
+    p.add_argument("address", nargs="?", help="join: the head's host:port")
+    p.add_argument("--port", type=int, default=6379)
+    p.add_argument("--num-cpus", type=int)
+    p.add_argument("--num-gpus", type=int)
+    p.add_argument("--node-ip", help="address this node advertises (e.g. 127.0.0.1)")
+    p.add_argument("--block", action="store_true", help="stay in the foreground (containers)")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("doctor", help="versions, GPUs, Ray resources, and whether a plan fits")
+    p.add_argument("config", nargs="?")
+    _add_set(p)
+    p.add_argument("--address", help="inspect this Ray cluster (default: a local one)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -206,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

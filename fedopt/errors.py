@@ -14,6 +14,10 @@ class ConfigError(ValueError):
     """Bad user input: the message names the field, the value and the fix."""
 
 
+class EngineError(RuntimeError):
+    """A worker failed or stalled at run time: the message names its nodes and cause."""
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """Return the known name closest to ``name``, or None when nothing is close."""
     matches = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import torch
 from fedopt.config.schema import ExperimentConfig
 from fedopt.engine.compile import compile_plan
 from fedopt.engine.local import run_local
+from fedopt.engine.output import EngineOutput
+from fedopt.engine.plan import Plan
+from fedopt.network.meter import node_totals
 from fedopt.results.environment import environment
 from fedopt.results.rundir import RunDirectory, params_digest
 
@@ -52,16 +56,17 @@ def run_experiment(
             if bar is not None:
                 bar.set_postfix(loss=f"{rec['loss']:.4g}", sim_s=f"{rec['sim_time_s']:.3g}")
 
-        result, worker = run_local(
-            plan,
-            on_record=on_record,
-            on_round=(lambda t: bar.update(1)) if bar else (lambda t: None),
-        )
-        rundir.write_json(
-            "env.json",
-            environment(config.seed, torch.get_num_threads(), str(worker.ctx.device)),
-        )
-        _write_comm(rundir, plan, worker)
+        def on_round(t: int) -> None:
+            if bar is not None:
+                bar.update(1)
+
+        out = execute(plan, on_record=on_record, on_round=on_round)
+        result = out.result
+        env = environment(config.seed, out.threads, out.device)
+        env["engine"] = config.engine.kind
+        env["workers"] = out.workers
+        rundir.write_json("env.json", env)
+        _write_comm(rundir, plan, out)
         summary = summarize(config, plan, result)
         rundir.write_json("summary.json", summary)
         rundir.save_array("final_model.npy", result.final_model.to(result.final_params.dtype))
@@ -77,10 +82,32 @@ def run_experiment(
             bar.close()
 
 
-def _write_comm(rundir: RunDirectory, plan: Any, worker: Any) -> None:
+def execute(
+    plan: Plan,
+    on_record: Callable[[dict[str, Any]], None] = lambda r: None,
+    on_round: Callable[[int], None] = lambda t: None,
+    meter_enabled: bool = True,
+) -> EngineOutput:
+    """Run ``plan`` on the engine its config names."""
+    if plan.config.engine.kind == "ray":
+        from fedopt.engine.ray_engine.engine import run_ray
+
+        return run_ray(plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled)
+    result, worker = run_local(plan, on_record, on_round, meter_enabled=meter_enabled)
+    device = str(worker.ctx.device)
+    return EngineOutput(
+        result=result,
+        edge_messages=worker.meter.edge_messages.numpy(),
+        edge_bytes=worker.meter.edge_bytes.numpy(),
+        device=device,
+        threads=torch.get_num_threads(),
+        workers=[{"rank": 0, "num_nodes": plan.topology.n, "device": device}],
+    )
+
+
+def _write_comm(rundir: RunDirectory, plan: Plan, out: EngineOutput) -> None:
     topo = plan.topology
-    meter = worker.meter
-    nodes = meter.node_totals(topo.edges, topo.n)
+    nodes = node_totals(out.edge_messages, out.edge_bytes, topo.edges, topo.n)
     rundir.write_csv(
         "comm_nodes.csv",
         ["node", "role", "sent_messages", "sent_bytes", "recv_messages", "recv_bytes"],
@@ -93,16 +120,11 @@ def _write_comm(rundir: RunDirectory, plan: Any, worker: Any) -> None:
             nodes["recv_bytes"],
         ],
     )
-    used = np.flatnonzero(meter.edge_messages.numpy() > 0)
+    used = np.flatnonzero(out.edge_messages > 0)
     rundir.write_csv(
         "comm_edges.csv",
         ["src", "dst", "messages", "bytes"],
-        [
-            topo.edges[used, 0],
-            topo.edges[used, 1],
-            meter.edge_messages.numpy()[used],
-            meter.edge_bytes.numpy()[used],
-        ],
+        [topo.edges[used, 0], topo.edges[used, 1], out.edge_messages[used], out.edge_bytes[used]],
     )
 
 

@@ -19,6 +19,7 @@ worker hosts all nodes (local engine) or a shard (Ray engine).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -76,6 +77,8 @@ class WorkerContext:
         Global id of the server node (None when the topology has none).
     clients
         ``[c]`` int64 global ids of every client node (all workers), sorted.
+    initial_params
+        ``rank -> [dim]`` initial parameters of a data rank, whether hosted here or not.
     """
 
     hosted: torch.Tensor
@@ -91,6 +94,7 @@ class WorkerContext:
     dtype: torch.dtype
     server_id: int | None = None
     clients: torch.Tensor | None = None
+    initial_params: Callable[[int], torch.Tensor] | None = None
 
     def hosted_with_role(self, role: str) -> torch.Tensor:
         """Local indices (into ``hosted``) of the hosted nodes with ``role``."""

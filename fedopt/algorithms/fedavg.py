@@ -69,10 +69,12 @@ class FedAvg(Algorithm):
         self._buf: torch.Tensor | None = None
 
     def init_state(self) -> State:
+        """The global model starts at data rank 0's initial draw (on the server only)."""
         ctx = self.ctx
-        rows = ctx.data_rows[self.client_local[:1]]
-        w = ctx.oracle.init_params(rows).to(device=ctx.device, dtype=ctx.dtype)
-        return {"w": w[:1].clone()} if self.server is not None else {}
+        if self.server is None or ctx.initial_params is None:
+            return {}
+        w = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype)
+        return {"w": w.reshape(1, -1).clone()}
 
     def round(self, state: State, t: int) -> None:
         cfg, ctx = self.config, self.ctx

@@ -72,6 +72,11 @@ def fedavg_commands(args: argparse.Namespace, n: int) -> dict[str, tuple[list[st
             [pp, str(shared / "pfl_fedavg.py"), str(n), r, "--threads", "1"],
             "updates_per_s_rounds",
         )
+        torchrun = str(Path(pp).with_name("torchrun"))
+        cmds["pfl-2proc"] = (
+            [torchrun, "--nproc_per_node=2", str(shared / "pfl_fedavg.py"), str(n), r],
+            "updates_per_s_rounds",
+        )
         cmds["flower"] = (
             [pp, str(shared / "flower_fedavg.py"), str(n), r, "2", "--max-workers", "0"],
             "updates_per_s_rounds",

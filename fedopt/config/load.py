@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from fedopt.algorithms.base import ALGORITHMS
 from fedopt.config.schema import ExperimentConfig
 from fedopt.errors import ConfigError, closest
+from fedopt.plugins import load_plugins
 from fedopt.problems import PROBLEMS
 
 _SECTION_REGISTRIES = {"algorithm": ALGORITHMS, "problem": PROBLEMS}
@@ -152,8 +153,16 @@ def _section_errors(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def validate(data: dict[str, Any]) -> ExperimentConfig:
-    """Validate a raw experiment dict, raising one ConfigError listing every problem."""
+def validate(data: dict[str, Any], base_dir: Path | None = None) -> ExperimentConfig:
+    """Validate a raw experiment dict, raising one ConfigError listing every problem.
+
+    Plug-in files listed under ``plugins`` are imported first (relative to
+    ``base_dir``), so the names they register validate.
+    """
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"plugins: expected a list of Python file paths, got {plugins!r}")
+    load_plugins(plugins, base_dir)
     problems = _section_errors(data)
     try:
         cfg = ExperimentConfig.model_validate(data)
@@ -177,4 +186,4 @@ def validate(data: dict[str, Any]) -> ExperimentConfig:
 
 def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read, override and validate an experiment file."""
-    return validate(apply_overrides(read_yaml(path), overrides or []))
+    return validate(apply_overrides(read_yaml(path), overrides or []), Path(path).resolve().parent)

@@ -71,14 +71,44 @@ class OutputConfig(BaseModel):
 
 
 class EngineConfig(BaseModel):
-    """Execution engine and its resources."""
+    """Execution engine and its resources.
+
+    ``local`` runs every node in this process. ``ray`` runs workers as Ray actors, each
+    hosting a shard of nodes as node-batched tensors; results are identical.
+    """
 
     model_config = _FROZEN
 
-    kind: Literal["local"] = Field("local", description="execution engine")
+    kind: Literal["local", "ray"] = Field("local", description="execution engine")
     threads: int | None = Field(None, ge=1, description="torch threads (default: usable cores)")
     chunk_size: int = Field(1024, ge=1, description="nodes per cache-sized chunk in hot loops")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where node tensors live")
+    actors: int | None = Field(None, ge=1, description="ray: number of actors (default: auto)")
+    nodes_per_actor: int | None = Field(None, ge=1, description="ray: nodes per actor")
+    one_node_per_actor: bool = Field(False, description="ray: one actor per node (slow, realism)")
+    cpus_per_actor: float | None = Field(
+        None, gt=0, description="ray: CPUs reserved per actor (default: 1, or a fair share)"
+    )
+    gpus_per_actor: float = Field(0.0, ge=0, description="ray: GPU share per actor")
+    placement: Literal["contiguous", "partition"] = Field(
+        "contiguous", description="ray: node ids in order, or a min-edge-cut graph partition"
+    )
+    pin_server: bool = Field(True, description="ray: the server gets an actor of its own")
+    address: str | None = Field(
+        None, description="ray: None starts a local Ray, 'auto' or host:port joins a cluster"
+    )
+    timeout_s: float = Field(600.0, gt=0, description="ray: longest wait for any worker")
+
+    @model_validator(mode="after")
+    def _one_sizing(self) -> EngineConfig:
+        chosen = [k for k in ("actors", "nodes_per_actor") if getattr(self, k) is not None]
+        if self.one_node_per_actor:
+            chosen.append("one_node_per_actor")
+        if len(chosen) > 1:
+            raise ValueError(
+                f"engine: {' and '.join(chosen)} both size the actors; set only one of them"
+            )
+        return self
 
 
 class ExperimentConfig(BaseModel):
@@ -88,6 +118,9 @@ class ExperimentConfig(BaseModel):
 
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     seed: int = Field(0, ge=0, description="root seed; every random number derives from it")
+    plugins: list[str] = Field(
+        default_factory=list, description="Python files registering extra algorithms/problems"
+    )
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     algorithm: SerializeAsAny[AlgorithmConfig]
     problem: SerializeAsAny[ProblemConfig]

@@ -59,6 +59,7 @@ class Comm(ABC):
     link: LinkModel
     compute_model: ComputeTimeModel
     exchange: int = 0
+    block: int = 1024
 
     @abstractmethod
     def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
@@ -104,6 +105,26 @@ class Comm(ABC):
     def barrier(self, time: float) -> None:
         """End of a synchronous round: every hosted clock moves to ``time``."""
         self.clock.fill_(time)
+
+    def partials(
+        self, rows: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor, total: int
+    ) -> tuple[BlockPartials, BlockPartials]:
+        """This worker's canonical partials of ``sum w_i rows_i`` and of ``sum w_i``."""
+        w = weights.to(rows.dtype)
+        return (
+            block_partials(rows, positions, total, w, self.block),
+            block_partials(w.unsqueeze(1), positions, total, None, self.block),
+        )
+
+    @staticmethod
+    def combine(
+        parts: list[tuple[BlockPartials, BlockPartials]], like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Merge every worker's partials into ``(weighted sum, weight total)``."""
+        return (
+            combine_partials([p[0] for p in parts], like[0] if like.ndim == 2 else like),
+            combine_partials([p[1] for p in parts], like.new_zeros(1)),
+        )
 
     def local_index(self, ids: torch.Tensor) -> torch.Tensor:
         """Positions in ``hosted`` of hosted global ids."""
@@ -235,23 +256,3 @@ class LocalComm(Comm):
         self._deliver(self.clock[srcs], dsts, eids, nbytes, kind)
         parts = self.partials(rows, weights, positions, total)
         return self.combine([parts], rows)
-
-    def partials(
-        self, rows: torch.Tensor, weights: torch.Tensor, positions: torch.Tensor, total: int
-    ) -> tuple[BlockPartials, BlockPartials]:
-        """This worker's canonical partials of ``sum w_i rows_i`` and of ``sum w_i``."""
-        w = weights.to(rows.dtype)
-        return (
-            block_partials(rows, positions, total, w, self.block),
-            block_partials(w.unsqueeze(1), positions, total, None, self.block),
-        )
-
-    @staticmethod
-    def combine(
-        parts: list[tuple[BlockPartials, BlockPartials]], like: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Merge every worker's partials into ``(weighted sum, weight total)``."""
-        return (
-            combine_partials([p[0] for p in parts], like[0] if like.ndim == 2 else like),
-            combine_partials([p[1] for p in parts], like.new_zeros(1)),
-        )

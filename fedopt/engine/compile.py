@@ -10,6 +10,7 @@ from fedopt.algorithms.base import ALGORITHMS
 from fedopt.config.schema import ExperimentConfig
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError
+from fedopt.plugins import load_plugins
 from fedopt.topology import build_topology, check_topology
 
 
@@ -54,6 +55,7 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     if len(data_nodes) == 0:
         raise ConfigError("topology: no node holds data (every node is a server)")
     return Plan(
+        plugin_sources=load_plugins(config.plugins, base_dir),
         config=config,
         topology=topo,
         data_nodes=data_nodes,

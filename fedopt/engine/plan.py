@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,9 @@ class Plan:
         Global id of the server node, or None.
     base_dir
         Folder of the experiment file (for relative plug-in paths).
+    plugin_sources
+        ``{module name: (origin, source)}`` of the experiment's plug-in files, which
+        every remote worker installs before building its nodes.
     """
 
     config: ExperimentConfig
@@ -35,6 +38,7 @@ class Plan:
     data_nodes: np.ndarray
     server_id: int | None
     base_dir: Path | None = None
+    plugin_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def clients(self) -> np.ndarray:

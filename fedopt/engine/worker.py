@@ -7,6 +7,7 @@ meter, algorithm state) from the plan and seeds, inside itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,9 +49,9 @@ class Worker:
         Sorted global ids of the nodes this worker hosts.
     device
         Device of the node tensors.
-    comm
-        Messaging implementation (default: :class:`LocalComm`, valid when the worker
-        hosts every node).
+    comm_factory
+        Builds the messaging implementation from ``(topology, link, compute, meter,
+        dtype, device, block)``; default :class:`LocalComm` (the worker hosts every node).
     meter_enabled
         False only to measure metering overhead.
     """
@@ -60,7 +61,7 @@ class Worker:
         plan: Plan,
         hosted: np.ndarray,
         device: torch.device,
-        comm: Comm | None = None,
+        comm_factory: Callable[..., Comm] = LocalComm,
         meter_enabled: bool = True,
     ) -> None:
         cfg = plan.config
@@ -84,8 +85,14 @@ class Worker:
         self.meter = Meter(len(topo.edges), cfg.network.header_bytes, enabled=meter_enabled)
         self.link = LinkModel(cfg.network, topo.edge_attrs, len(topo.edges), cfg.seed)
         self.compute = ComputeTimeModel(cfg.compute, topo.n, cfg.seed)
-        self.comm = comm or LocalComm(
-            topo, self.link, self.compute, self.meter, self.oracle_dtype(), device
+        self.comm = comm_factory(
+            topo,
+            self.link,
+            self.compute,
+            self.meter,
+            self.oracle_dtype(),
+            device,
+            cfg.engine.chunk_size,
         )
         self.ctx = WorkerContext(
             hosted=self.hosted,
@@ -101,10 +108,31 @@ class Worker:
             dtype=self.oracle_dtype(),
             server_id=plan.server_id,
             clients=torch.from_numpy(plan.clients),
+            initial_params=self.initial_params,
         )
         algo_cls = ALGORITHMS.get(cfg.algorithm.name)
         self.algorithm = algo_cls(cfg.algorithm, self.ctx)
         self.state = self.algorithm.init_state()
+
+    def initial_params(self, rank: int) -> torch.Tensor:
+        """Initial parameters ``[dim]`` of data rank ``rank``, hosted here or not.
+
+        A node that is not hosted here gets a one-node oracle built for the purpose (the
+        draw is keyed by the rank, so it equals the hosting worker's).
+        """
+        o = self.oracle
+        hit = torch.nonzero(o.data_ranks == rank).flatten()
+        if len(hit):
+            return o.init_params(hit[:1])[0]
+        cfg = self.plan.config
+        one = PROBLEMS.get(cfg.problem.name).build(
+            cfg.problem,
+            seed=cfg.seed,
+            data_ranks=torch.tensor([rank]),
+            num_data_nodes=len(self.plan.data_nodes),
+            device=self.ctx.device,
+        )
+        return one.init_params(torch.tensor([0]))[0]
 
     def oracle_dtype(self) -> torch.dtype:
         """Parameter dtype: the problem's (float32 unless it says otherwise)."""

@@ -109,12 +109,23 @@ class Meter:
 
     def node_totals(self, edges: np.ndarray, n: int) -> dict[str, np.ndarray]:
         """Per-node sent/received messages and bytes derived from the edge counters."""
-        msgs = self.edge_messages.numpy()
-        byts = self.edge_bytes.numpy()
-        src, dst = edges[:, 0], edges[:, 1]
-        return {
-            "sent_messages": np.bincount(src, weights=msgs, minlength=n).astype(np.int64),
-            "sent_bytes": np.bincount(src, weights=byts, minlength=n).astype(np.int64),
-            "recv_messages": np.bincount(dst, weights=msgs, minlength=n).astype(np.int64),
-            "recv_bytes": np.bincount(dst, weights=byts, minlength=n).astype(np.int64),
-        }
+        return node_totals(self.edge_messages.numpy(), self.edge_bytes.numpy(), edges, n)
+
+
+def node_totals(
+    edge_messages: np.ndarray, edge_bytes: np.ndarray, edges: np.ndarray, n: int
+) -> dict[str, np.ndarray]:
+    """Per-node sent/received messages and bytes from per-edge counters."""
+    src, dst = edges[:, 0], edges[:, 1]
+
+    def count(ends: np.ndarray, values: np.ndarray) -> np.ndarray:
+        out = np.zeros(n, dtype=np.int64)
+        np.add.at(out, ends, values.astype(np.int64))
+        return out
+
+    return {
+        "sent_messages": count(src, edge_messages),
+        "sent_bytes": count(src, edge_bytes),
+        "recv_messages": count(dst, edge_messages),
+        "recv_bytes": count(dst, edge_bytes),
+    }

@@ -1,0 +1,6 @@
+"""The Ray engine: actors host shards of nodes; imported only when selected.
+
+Modules: ``placement`` (which nodes each actor hosts), ``comm`` (messaging between
+actors), ``actor`` (the worker actor), ``engine`` (driver side), ``cluster`` (start and
+join clusters with token authentication).
+"""

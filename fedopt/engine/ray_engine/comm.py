@@ -1,0 +1,252 @@
+"""Messaging between actors: each actor's :class:`RayComm` talks to its peers directly.
+
+Payloads travel actor to actor (``peer.deliver.remote(key, src, payload)``, which Ray
+moves through its object store), batched per actor pair per exchange: the driver
+never relays them. A receiver blocks on a condition variable until every expected
+sender has delivered (no polling), with a timeout that names the missing actors.
+
+Per exchange:
+
+* ``mix``: every actor sends its peers exactly the rows (and clocks) of the nodes those
+  peers need (the halo); the receiver mixes ``[own rows; halo rows]`` with a
+  :class:`~fedopt.engine.mixer.Mixer` whose slots follow global ids, so each row gets
+  the same bits as on the local engine. Receivers meter the messages.
+* ``broadcast``: the source's actor sends the value to every peer; receivers meter.
+* ``gather_sum``: every actor sends its canonical block partials (and its latest
+  arrival time) to the destination's actor, which combines them; senders meter.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fedopt.engine.comm import Comm
+from fedopt.engine.mixer import Mixer, degree_cap
+from fedopt.network.compute_time import ComputeTimeModel
+from fedopt.network.link import LinkModel
+from fedopt.network.meter import Meter
+from fedopt.topology.base import TopologyPlan
+
+
+class ExchangeTimeout(RuntimeError):
+    """A worker waited longer than ``engine.timeout_s`` for its peers."""
+
+
+class RayComm(Comm):
+    """The messaging seam for one actor of the Ray engine.
+
+    Parameters
+    ----------
+    rank
+        This actor's index.
+    shards
+        Sorted node ids hosted by every actor (``shards[rank]`` are this actor's).
+    topology, link, compute_model, meter, dtype, device, block
+        As for :class:`~fedopt.engine.comm.LocalComm`.
+    timeout_s
+        Longest wait for a peer's payload.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        shards: list[np.ndarray],
+        timeout_s: float,
+        topology: TopologyPlan,
+        link: LinkModel,
+        compute_model: ComputeTimeModel,
+        meter: Meter,
+        dtype: torch.dtype,
+        device: torch.device,
+        block: int,
+    ) -> None:
+        self.rank = rank
+        self.shards = shards
+        self.timeout_s = timeout_s
+        self.topology = topology
+        self.link = link
+        self.compute_model = compute_model
+        self.meter = meter
+        self.dtype = dtype
+        self.device = device
+        self.block = block
+        self.hosted = torch.from_numpy(shards[rank])
+        self.clock = torch.zeros(len(self.hosted), dtype=torch.float64)
+        self.exchange = 0
+        owner = np.empty(topology.n, dtype=np.int64)
+        for r, s in enumerate(shards):
+            owner[s] = r
+        self.owner = owner
+        self.peers: list[Any] = []
+        self._box: dict[tuple[int, int], Any] = {}
+        self._cond = threading.Condition()
+        self._mix_cache: dict[int, dict[str, Any]] = {}
+
+    # -- transport ---------------------------------------------------------------
+    def set_peers(self, handles: list[Any]) -> None:
+        """Actor handles of every worker, indexed by rank."""
+        self.peers = handles
+
+    def deliver(self, key: int, src: int, payload: Any) -> None:
+        """Called (on another thread of the actor) when peer ``src`` sends ``payload``."""
+        with self._cond:
+            self._box[(key, src)] = payload
+            self._cond.notify_all()
+
+    def _send(self, dst_rank: int, key: int, payload: Any) -> None:
+        self.peers[dst_rank].deliver.remote(key, self.rank, payload)
+
+    def _wait(self, key: int, sources: list[int], what: str) -> dict[int, Any]:
+        with self._cond:
+            ready = self._cond.wait_for(
+                lambda: all((key, s) in self._box for s in sources), timeout=self.timeout_s
+            )
+            if not ready:
+                missing = [s for s in sources if (key, s) not in self._box]
+                raise ExchangeTimeout(
+                    f"worker {self.rank} waited {self.timeout_s:.0f} s for {what} (exchange "
+                    f"{key}) from workers {missing} (nodes {_span(self.shards, missing)}); "
+                    "a peer died or is stuck: see its error above, or raise engine.timeout_s"
+                )
+            return {s: self._box.pop((key, s)) for s in sources}
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device) if t.device != self.device else t
+
+    # -- gossip ------------------------------------------------------------------
+    def _mix_plan(self, t: int) -> dict[str, Any]:
+        W = self.topology.mixing_at(t)
+        cached = self._mix_cache.get(id(W))
+        if cached is not None:
+            return cached
+        me = self.rank
+        coo = W.tocoo()
+        row, col = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        src_rank, dst_rank = self.owner[col], self.owner[row]
+        cross = (src_rank != dst_rank) & (row != col)
+        sends: dict[int, torch.Tensor] = {}
+        recvs: dict[int, np.ndarray] = {}
+        for p in range(len(self.shards)):
+            if p == me:
+                continue
+            out = np.unique(col[cross & (src_rank == me) & (dst_rank == p)])
+            if len(out):
+                sends[p] = torch.from_numpy(np.searchsorted(self.shards[me], out))
+            inc = np.unique(col[cross & (src_rank == p) & (dst_rank == me)])
+            if len(inc):
+                recvs[p] = inc
+        hosted = self.shards[me]
+        halo = np.concatenate([recvs[p] for p in sorted(recvs)]) if recvs else np.zeros(0, int)
+        col_map = np.full(self.topology.n, -1, dtype=np.int64)
+        col_map[hosted] = np.arange(len(hosted))
+        col_map[halo] = len(hosted) + np.arange(len(halo))
+        mine = (dst_rank == me) & (row != col)
+        order = np.lexsort((row[mine], col[mine]))
+        src, dst = col[mine][order], row[mine][order]
+        plan = {
+            "mixer": Mixer(
+                sp.csr_matrix(W)[hosted], degree_cap(W), self.dtype, self.device, col_map
+            ),
+            "sends": sends,
+            "recv_ranks": sorted(recvs),
+            "src_ext": torch.from_numpy(col_map[src]),
+            "dst_local": torch.from_numpy(np.searchsorted(hosted, dst)),
+            "eids": torch.from_numpy(self.topology.edge_index(src, dst)),
+        }
+        if not self.topology.is_time_varying:
+            self._mix_cache[id(W)] = plan
+        return plan
+
+    def mix(self, X: torch.Tensor, t: int, kind: str = "model") -> torch.Tensor:
+        plan = self._mix_plan(t)
+        self.exchange += 1
+        key = self.exchange
+        for p, idx in plan["sends"].items():
+            self._send(p, key, (X[idx].cpu(), self.clock[idx].clone()))
+        got = self._wait(key, plan["recv_ranks"], "gossip rows")
+        parts = [X] + [self._to_device(got[p][0]) for p in plan["recv_ranks"]]
+        clocks = [self.clock] + [got[p][1] for p in plan["recv_ranks"]]
+        X_ext = torch.cat(parts) if len(parts) > 1 else X
+        clock_ext = torch.cat(clocks) if len(clocks) > 1 else self.clock.clone()
+        nbytes = self.meter.message_bytes(X.shape[1], X.dtype)
+        self._deliver(clock_ext[plan["src_ext"]], plan["dst_local"], plan["eids"], nbytes, kind)
+        return plan["mixer"](X_ext)
+
+    # -- server patterns ---------------------------------------------------------
+    def broadcast(
+        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
+    ) -> torch.Tensor:
+        self.exchange += 1
+        key = self.exchange
+        src_rank = int(self.owner[src])
+        if src_rank == self.rank:
+            if value is None:
+                raise ValueError(f"broadcast: worker {self.rank} hosts node {src} but has no value")
+            t_src = float(self.clock[self.local_index(torch.tensor([src]))][0])
+            payload = (value.cpu(), t_src)
+            for p in range(len(self.shards)):
+                if p != self.rank:
+                    self._send(p, key, payload)
+        else:
+            value, t_src = self._wait(key, [src_rank], f"broadcast from node {src}")[src_rank]
+            value = self._to_device(value)
+        dst = dst.to(torch.int64)
+        if len(dst):
+            srcs = torch.full_like(dst, int(src))
+            eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dst.numpy()))
+            send_times = torch.full((len(dst),), t_src, dtype=torch.float64)
+            nbytes = self.meter.message_bytes(value.numel(), value.dtype)
+            self._deliver(send_times, self.local_index(dst), eids, nbytes, kind)
+        return value
+
+    def gather_sum(
+        self,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
+        senders: torch.Tensor,
+        positions: torch.Tensor,
+        total: int,
+        dst: int,
+        kind: str,
+        numel: int,
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        self.exchange += 1
+        key = self.exchange
+        srcs = senders.to(torch.int64)
+        latest = float("-inf")
+        if len(srcs):
+            dsts = torch.full_like(srcs, int(dst))
+            eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
+            nbytes = self.meter.message_bytes(numel, rows.dtype)
+            empty = torch.zeros(0, dtype=torch.int64)
+            arrival = self._deliver(self.clock[self.local_index(srcs)], empty, eids, nbytes, kind)
+            latest = float(arrival.max())
+        parts = self.partials(rows.cpu(), weights.cpu(), positions, total)
+        dst_rank = int(self.owner[dst])
+        if dst_rank != self.rank:
+            self._send(dst_rank, key, (parts, latest))
+            return None
+        others = [p for p in range(len(self.shards)) if p != self.rank]
+        got = self._wait(key, others, f"updates for node {dst}")
+        all_parts = [parts] + [got[p][0] for p in others]
+        latest = max([latest] + [got[p][1] for p in others])
+        like = rows if len(rows) else torch.zeros((1, rows.shape[1]), dtype=rows.dtype)
+        weighted, total_weight = self.combine(all_parts, like.cpu())
+        d = self.local_index(torch.tensor([dst]))
+        if latest > float("-inf"):
+            self.clock[d] = torch.clamp_min(self.clock[d], latest)
+        return self._to_device(weighted), self._to_device(total_weight)
+
+
+def _span(shards: list[np.ndarray], ranks: list[int]) -> str:
+    """Short description of the nodes hosted by ``ranks``."""
+    parts = []
+    for r in ranks:
+        s = shards[r]
+        parts.append(f"{int(s[0])}..{int(s[-1])}" if len(s) > 1 else str(int(s[0])))
+    return ", ".join(parts)
