@@ -8,6 +8,9 @@ from typing import Any
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Dispatch ``fedopt bench WORKLOAD`` and return its JSON record."""
+    engine: dict[str, Any] = {"kind": args.engine}
+    if args.engine == "ray":
+        engine.update({k: v for k, v in (("actors", args.actors), ("address", args.address)) if v})
     if args.workload == "fedavg-logreg":
         from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
 
@@ -18,6 +21,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             chunk=args.chunk,
             data=args.data,
             meter=not args.no_meter,
+            engine=engine,
         )
     from fedopt.bench.gossip_ring import bench_gossip_ring
 
@@ -27,4 +31,5 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         rounds=args.rounds,
         threads=args.threads,
         meter=not args.no_meter,
+        engine=engine,
     )

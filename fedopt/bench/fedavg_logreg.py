@@ -14,7 +14,12 @@ from fedopt.bench.timing import timed_run
 
 
 def fedavg_logreg_config(
-    clients: int, rounds: int, threads: int | None, chunk: int, data: str
+    clients: int,
+    rounds: int,
+    threads: int | None,
+    chunk: int,
+    data: str,
+    engine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The benchmark as an experiment dict (also usable with ``fedopt run``)."""
     return {
@@ -32,7 +37,7 @@ def fedavg_logreg_config(
         },
         "stop": {"rounds": rounds},
         "eval": {"every": rounds},
-        "engine": {"threads": threads, "chunk_size": chunk},
+        "engine": {"threads": threads, "chunk_size": chunk, **(engine or {})},
     }
 
 
@@ -43,21 +48,25 @@ def bench_fedavg_logreg(
     chunk: int = 1024,
     data: str = "auto",
     meter: bool = True,
+    engine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark once and return its JSON record."""
-    out = timed_run(fedavg_logreg_config(clients, rounds, threads, chunk, data), meter=meter)
+    raw = fedavg_logreg_config(clients, rounds, threads, chunk, data, engine)
+    out = timed_run(raw, meter=meter)
     res = out["result"]
     return {
         "system": "fedopt",
         "workload": "fedavg-logreg",
-        "engine": "local",
+        "engine": (engine or {}).get("kind", "local"),
+        "actors": out["actors"],
         "clients": clients,
         "rounds": rounds,
         "threads": out["threads"],
         "chunk": chunk,
         "data": data,
         "metering": meter,
-        "setup_s": out["setup_s"],
+        "startup_s": out["startup_s"],
+        "median_round_ms": out["median_round_ms"],
         "rounds_s": round(out["rounds_s"], 4),
         "client_updates_per_s": round(clients * rounds / out["rounds_s"], 1),
         "final_loss": round(res.records[-1]["loss"], 6),

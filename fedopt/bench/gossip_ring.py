@@ -13,17 +13,22 @@ from fedopt.bench.timing import timed_run
 
 
 def bench_gossip_ring(
-    nodes: int, dim: int, rounds: int = 20, threads: int | None = None, meter: bool = True
+    nodes: int,
+    dim: int,
+    rounds: int = 20,
+    threads: int | None = None,
+    meter: bool = True,
+    engine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ring gossip once and return its JSON record."""
     raw = {
         "name": "bench-gossip-ring",
         "topology": {"name": "ring", "n": nodes, "weights": "metropolis"},
         "algorithm": {"name": "dsgd", "local_steps": 0},
-        "problem": {"name": "quadratic", "dim": dim},
+        "problem": {"name": "quadratic", "dim": dim, "same_init": False},
         "stop": {"rounds": rounds},
         "eval": {"every": rounds},
-        "engine": {"threads": threads},
+        "engine": {"threads": threads, **(engine or {})},
     }
     out = timed_run(raw, meter=meter)
     msgs = 2 * nodes * rounds
@@ -33,6 +38,8 @@ def bench_gossip_ring(
         "nodes": nodes,
         "dim": dim,
         "rounds": rounds,
+        "engine": (engine or {}).get("kind", "local"),
+        "actors": out["actors"],
         "threads": out["threads"],
         "metering": meter,
         "rounds_s": round(out["rounds_s"], 4),

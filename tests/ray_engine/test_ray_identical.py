@@ -61,7 +61,9 @@ def run_on(raw: dict, **engine: object):
 
 
 def assert_identical(a, b) -> None:
-    strip = lambda recs: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in recs]  # noqa: E731
+    def strip(recs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in recs]
+
     assert strip(a.result.records) == strip(b.result.records)
     assert torch.equal(a.result.final_ids, b.result.final_ids)
     assert torch.equal(a.result.final_params, b.result.final_params)
