@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out_dir=Path(args.out) if args.out else None,
         overwrite=True if args.overwrite else None,
         progress=False if args.quiet else None,
+        resume=args.resume,
     )
     summary = json.loads((out / "summary.json").read_text())
     keys = ("rounds", "sim_time_s", "messages_total", "bytes_total", "final_loss")
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, help="ray: number of actors")
     p.add_argument("--address", help="ray: 'auto' or host:port of a running cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check an experiment (and its topology) without running")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from fedopt.engine.compile import compile_plan
 from fedopt.engine.local import run_local
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
+from fedopt.errors import ConfigError
 from fedopt.network.meter import node_totals
 from fedopt.results.environment import environment
 from fedopt.results.rundir import RunDirectory, params_digest
@@ -32,14 +35,19 @@ def run_experiment(
     out_dir: Path | None = None,
     overwrite: bool | None = None,
     progress: bool | None = None,
+    resume: bool = False,
 ) -> Path:
     """Run ``config`` and return the run directory.
 
     Everything is validated (topology, requirements, output folder) before the first
-    round; on any error the partial run directory is removed.
+    round; on any error the partial run directory is removed, but a checkpoint written
+    with ``output.checkpoint_every`` stays beside it, and ``resume=True`` continues
+    from it with the same results as an uninterrupted run.
     """
     plan = compile_plan(config, base_dir=base_dir)
     target = out_dir or default_out_dir(config)
+    ckpt_file = checkpoint_path(target)
+    snapshot = load_checkpoint(ckpt_file, config) if resume else None
     rundir = RunDirectory(target, overwrite if overwrite is not None else config.output.overwrite)
     bar = None
     try:
@@ -60,7 +68,14 @@ def run_experiment(
             if bar is not None:
                 bar.update(1)
 
-        out = execute(plan, on_record=on_record, on_round=on_round)
+        out = execute(
+            plan,
+            on_record=on_record,
+            on_round=on_round,
+            resume=snapshot,
+            on_checkpoint=lambda ck: save_checkpoint(ckpt_file, config, ck),
+            on_restore=rundir.reset_metrics,
+        )
         result = out.result
         env = environment(config.seed, out.threads, out.device)
         env["engine"] = config.engine.kind
@@ -73,7 +88,9 @@ def run_experiment(
         if result.final_params.numel() <= config.output.save_params_max:
             rundir.save_array("final_params.npy", result.final_params)
             rundir.save_array("final_ids.npy", result.final_ids)
-        return rundir.commit()
+        path = rundir.commit()
+        ckpt_file.unlink(missing_ok=True)
+        return path
     except BaseException:
         rundir.abort()
         raise
@@ -82,18 +99,55 @@ def run_experiment(
             bar.close()
 
 
+def checkpoint_path(target: Path) -> Path:
+    """Where the checkpoint of the run directory ``target`` is kept (beside it)."""
+    return target.parent / f"{target.name}.checkpoint.pt"
+
+
+def config_digest(config: ExperimentConfig) -> str:
+    """Hash of everything that determines a run's numbers (output settings excluded)."""
+    data = config.model_dump(mode="json", exclude={"output"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def save_checkpoint(path: Path, config: ExperimentConfig, ckpt: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config_sha256": config_digest(config), **ckpt}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, config: ExperimentConfig) -> dict[str, Any]:
+    """Read a checkpoint written for this same experiment."""
+    if not path.is_file():
+        raise ConfigError(
+            f"--resume: no checkpoint at {str(path)!r}; set output.checkpoint_every to write "
+            "checkpoints, or run without --resume"
+        )
+    ckpt = torch.load(path, weights_only=False)
+    if ckpt.get("config_sha256") != config_digest(config):
+        raise ConfigError(
+            f"--resume: the checkpoint {str(path)!r} belongs to a different experiment "
+            "(config changed); rerun the original config, or delete the checkpoint"
+        )
+    return ckpt
+
+
 def execute(
     plan: Plan,
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
     meter_enabled: bool = True,
+    **schedule: Any,
 ) -> EngineOutput:
-    """Run ``plan`` on the engine its config names."""
+    """Run ``plan`` on the engine its config names (``schedule``: resume/checkpoint hooks)."""
     if plan.config.engine.kind == "ray":
         from fedopt.engine.ray_engine.engine import run_ray
 
-        return run_ray(plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled)
-    result, worker = run_local(plan, on_record, on_round, meter_enabled=meter_enabled)
+        return run_ray(
+            plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled, **schedule
+        )
+    result, worker = run_local(plan, on_record, on_round, meter_enabled=meter_enabled, **schedule)
     device = str(worker.ctx.device)
     return EngineOutput(
         result=result,

@@ -68,6 +68,9 @@ class OutputConfig(BaseModel):
     save_params_max: int = Field(
         10_000_000, ge=0, description="save all final node params when n*dim is at most this"
     )
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="write a resumable checkpoint every this many rounds"
+    )
 
 
 class EngineConfig(BaseModel):
@@ -98,6 +101,9 @@ class EngineConfig(BaseModel):
         None, description="ray: None starts a local Ray, 'auto' or host:port joins a cluster"
     )
     timeout_s: float = Field(600.0, gt=0, description="ray: longest wait for any worker")
+    max_restarts: int = Field(
+        0, ge=0, description="ray: restart dead actors from the last checkpoint this often"
+    )
 
     @model_validator(mode="after")
     def _one_sizing(self) -> EngineConfig:

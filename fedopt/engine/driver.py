@@ -33,6 +33,8 @@ class WorkerGroup(Protocol):
     def outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
     def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]: ...
     def meter_totals(self) -> list[MeterTotals]: ...
+    def snapshot(self) -> list[dict[str, Any]]: ...
+    def restore(self, snaps: list[dict[str, Any]]) -> None: ...
 
 
 class LocalGroup:
@@ -56,6 +58,18 @@ class LocalGroup:
 
     def meter_totals(self) -> list[MeterTotals]:
         return [w.meter_totals() for w in self.workers]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [w.snapshot() for w in self.workers]
+
+    def restore(self, snaps: list[dict[str, Any]]) -> None:
+        if len(snaps) != len(self.workers):
+            raise ValueError(
+                f"checkpoint has {len(snaps)} workers but this run has {len(self.workers)}; "
+                "resume with the same engine settings"
+            )
+        for w, s in zip(self.workers, snaps, strict=True):
+            w.restore(s)
 
 
 @dataclass
@@ -122,11 +136,18 @@ def run_schedule(
     x_star: torch.Tensor | None,
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    on_restore: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> RunResult:
     """Run synchronous rounds until a stop rule holds.
 
     Each round: every worker runs its phases; the round ends at the latest node clock
-    (a global barrier); evaluation every ``eval.every`` rounds and at the end.
+    (a global barrier); evaluation every ``eval.every`` rounds and at the end. With
+    ``output.checkpoint_every`` the workers' snapshots and the records so far go to
+    ``on_checkpoint``; ``resume`` (such a checkpoint) restores them and continues, with
+    the same results as an uninterrupted run. ``on_restore`` receives the records kept
+    from the checkpoint (default: replayed through ``on_record``).
     """
     cfg = plan.config
     stop = cfg.stop
@@ -156,8 +177,19 @@ def run_schedule(
         on_record(rec)
         return metrics
 
-    record(0)
-    t = 0
+    every_ckpt = cfg.output.checkpoint_every
+    if resume is not None:
+        group.restore(resume["workers"])
+        records.extend(resume["records"])
+        t, sim_time = int(resume["round"]), float(resume["sim_time"])
+        for rec in records:
+            if on_restore is None:
+                on_record(rec)
+        if on_restore is not None:
+            on_restore(list(records))
+    else:
+        record(0)
+        t = 0
     reason = "rounds"
     while t < max_rounds:
         sim_time = group.round(t)
@@ -174,7 +206,18 @@ def run_schedule(
         if time_up:
             reason = "sim_time"
             break
-    if records[-1]["round"] != t:
+        if on_checkpoint is not None and every_ckpt and t % every_ckpt == 0 and t < max_rounds:
+            on_checkpoint(
+                {
+                    "round": t,
+                    "sim_time": sim_time,
+                    "records": list(records),
+                    "workers": group.snapshot(),
+                }
+            )
+    if records[-1]["round"] != t or not last_eval:
+        if records[-1]["round"] == t:
+            records.pop()
         record(t)
     xbar, ids, params = last_eval[0]
     return RunResult(

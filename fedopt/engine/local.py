@@ -50,6 +50,7 @@ def run_local(
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
     meter_enabled: bool = True,
+    **schedule: Any,
 ) -> tuple[RunResult, Worker]:
     """Run ``plan`` on one in-process worker hosting all nodes."""
     cfg = plan.config
@@ -58,7 +59,6 @@ def run_local(
     worker = Worker(plan, np.arange(plan.topology.n), device, meter_enabled=meter_enabled)
     stats = worker.optimum_stats()
     x_star = stats.solve() if stats is not None else None
-    result = run_schedule(
-        plan, LocalGroup([worker]), x_star, on_record=on_record, on_round=on_round
-    )
+    group = LocalGroup([worker])
+    result = run_schedule(plan, group, x_star, on_record=on_record, on_round=on_round, **schedule)
     return result, worker

@@ -20,3 +20,4 @@ class EngineOutput:
     device: str
     threads: int
     workers: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0

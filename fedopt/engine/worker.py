@@ -7,8 +7,10 @@ meter, algorithm state) from the plan and seeds, inside itself.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,6 +168,35 @@ class Worker:
         return EvalPartial(
             o.data_ranks, values.to(torch.float64), o.weights, correct, count, dict(test)
         )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything that evolves during a run: state, clocks, exchange counter, meter.
+
+        Oracles draw every random number from counters keyed by (seed, node, step), so
+        restoring this snapshot and replaying from the same round reproduces the run
+        bit for bit.
+        """
+        m = self.meter
+        return {
+            "hosted": self.hosted.clone(),
+            "state": {k: v.detach().cpu().clone() for k, v in self.state.items()},
+            "clock": self.comm.clock.clone(),
+            "exchange": self.comm.exchange,
+            "edge_messages": m.edge_messages.clone(),
+            "edge_bytes": m.edge_bytes.clone(),
+            "totals": copy.deepcopy(m.totals),
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot` taken by a worker hosting the same nodes."""
+        if not torch.equal(snap["hosted"], self.hosted):
+            raise ValueError("restore: the snapshot was taken by a worker hosting other nodes")
+        self.state = {k: v.to(self.ctx.device) for k, v in snap["state"].items()}
+        self.comm.clock.copy_(snap["clock"])
+        self.comm.exchange = snap["exchange"]
+        self.meter.edge_messages.copy_(snap["edge_messages"])
+        self.meter.edge_bytes.copy_(snap["edge_bytes"])
+        self.meter.totals = copy.deepcopy(snap["totals"])
 
     def meter_totals(self):
         """Message totals metered by this worker."""

@@ -36,22 +36,42 @@ class ProblemConfig(BaseModel):
 
 @dataclass(frozen=True)
 class OptimumStats:
-    """Additive sufficient statistics for a closed-form optimum.
+    """Per-node sufficient statistics of a closed-form optimum.
 
-    The optimum is ``x* = solve(H, g)``; workers return partial ``(H, g)`` summed over
-    their hosted nodes (already multiplied by the objective weights ``p_i``) and the
-    driver adds them up and solves once.
+    The optimum is ``x* = solve(sum_i H_i, sum_i g_i)`` where node ``i`` contributes
+    ``H_i`` and ``g_i`` (already multiplied by its objective weight ``p_i``). Rows are
+    kept per node, keyed by data rank, and summed in the canonical order of
+    :mod:`fedopt.engine.reduce`, so ``x*`` has the same bits however the nodes are
+    split across workers. ``H`` rows are ``[dim]`` for a diagonal curvature or
+    ``[dim, dim]`` otherwise.
     """
 
-    H: torch.Tensor  # [dim, dim], float64
-    g: torch.Tensor  # [dim], float64
+    ranks: torch.Tensor  # [k] int64
+    H: torch.Tensor  # [k, dim] (diagonal) or [k, dim, dim], float64
+    g: torch.Tensor  # [k, dim], float64
 
     def __add__(self, other: OptimumStats) -> OptimumStats:
-        return OptimumStats(self.H + other.H, self.g + other.g)
+        return OptimumStats(
+            torch.cat([self.ranks, other.ranks]),
+            torch.cat([self.H, other.H]),
+            torch.cat([self.g, other.g]),
+        )
+
+    def totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum_i H_i, sum_i g_i)`` in canonical (rank) order."""
+        from fedopt.engine.reduce import canonical_sum
+
+        order = torch.argsort(self.ranks)
+        k = len(order)
+        H = canonical_sum(self.H[order].reshape(k, -1)).reshape(self.H.shape[1:])
+        return H, canonical_sum(self.g[order])
 
     def solve(self) -> torch.Tensor:
-        """The optimum ``x*`` in float64."""
-        return torch.linalg.solve(self.H, self.g)
+        """The optimum ``x*`` in float64 (``g / H`` for a diagonal curvature)."""
+        H, g = self.totals()
+        if H.ndim == 1:
+            return g / H
+        return torch.linalg.solve(H, g)
 
 
 class Oracle(ABC):

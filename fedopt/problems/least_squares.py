@@ -164,15 +164,17 @@ class LeastSquaresOracle(Oracle):
     def optimum_stats(self) -> OptimumStats:
         d, m = self.dim, self.m
         dev = self.A.device
-        H = torch.zeros(d, d, dtype=torch.float64, device=dev)
-        g = torch.zeros(d, dtype=torch.float64, device=dev)
-        for sl in row_chunks(len(self.data_ranks), m * d * 8):
+        k = len(self.data_ranks)
+        H = torch.zeros(k, d, d, dtype=torch.float64, device=dev)
+        g = torch.zeros(k, d, dtype=torch.float64, device=dev)
+        for sl in row_chunks(k, m * d * 8):
             A = self.A[sl].double()
             p = self.weights[sl]
-            H += torch.einsum("k,kmd,kme->de", p, A, A) / m
-            g += torch.einsum("k,kmd,km->d", p, A, self.b[sl].double()) / m
-        H += self.config.l2 * self.weights.sum() * torch.eye(d, dtype=torch.float64, device=dev)
-        return OptimumStats(H, g)
+            H[sl] = torch.einsum("k,kmd,kme->kde", p, A, A) / m
+            g[sl] = torch.einsum("k,kmd,km->kd", p, A, self.b[sl].double()) / m
+        eye = torch.eye(d, dtype=torch.float64, device=dev)
+        H += self.config.l2 * self.weights.view(-1, 1, 1) * eye
+        return OptimumStats(self.data_ranks.clone(), H, g)
 
 
 @PROBLEMS.register("least_squares")

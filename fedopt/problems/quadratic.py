@@ -127,9 +127,8 @@ class QuadraticOracle(Oracle):
     def optimum_stats(self) -> OptimumStats:
         p = self.weights.unsqueeze(1)
         A = self.A.double()
-        h = (p * A).sum(dim=0)
-        g = (p * A * self.b.double()).sum(dim=0)
-        return OptimumStats(torch.diag(h), g)
+        # diagonal curvature: one [dim] row per node, O(k dim) memory at any dim
+        return OptimumStats(self.data_ranks.clone(), p * A, p * A * self.b.double())
 
 
 @PROBLEMS.register("quadratic")

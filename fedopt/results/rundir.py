@@ -82,6 +82,13 @@ class RunDirectory:
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
 
+    def reset_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace metrics.jsonl by ``records`` (after restoring a checkpoint)."""
+        self._metrics.close()
+        self._metrics = (self.tmp / "metrics.jsonl").open("w")
+        for rec in records:
+            self.append_metric(rec)
+
     def write_csv(self, name: str, header: list[str], columns: list[np.ndarray]) -> None:
         """Write equal-length columns as CSV."""
         with (self.tmp / name).open("w") as f:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -27,8 +28,11 @@ class WorkerActor:
 
     Parameters
     ----------
-    plan
-        The compiled experiment (specs and seeds only).
+    plugins
+        ``plan.plugin_sources``: installed first, because the plan may hold objects of
+        classes defined in plug-ins.
+    plan_bytes
+        The pickled plan (specs and seeds only), unpickled after the plug-ins.
     rank, shards
         This actor's index and every actor's node ids.
     threads
@@ -41,7 +45,8 @@ class WorkerActor:
 
     def __init__(
         self,
-        plan: Plan,
+        plugins: dict[str, tuple[str, str]],
+        plan_bytes: bytes,
         rank: int,
         shards: list[np.ndarray],
         threads: int,
@@ -49,7 +54,8 @@ class WorkerActor:
         meter_enabled: bool = True,
     ) -> None:
         torch.set_num_threads(max(1, threads))
-        install_all(plan.plugin_sources)
+        install_all(plugins)
+        plan: Plan = pickle.loads(plan_bytes)
         device = torch.device("cpu")
         if gpu_fraction > 0:
             if not torch.cuda.is_available():
@@ -106,6 +112,14 @@ class WorkerActor:
     def meter_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.worker.meter
         return m.edge_messages, m.edge_bytes
+
+    def snapshot(self, barrier: float | None) -> dict[str, Any]:
+        if barrier is not None:
+            self.worker.barrier(barrier)
+        return self.worker.snapshot()
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.worker.restore(snap)
 
     def optimum_stats(self) -> Any:
         return self.worker.optimum_stats()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +40,14 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     if address is None:
         ray.init(
+            address="local",  # never join a cluster by accident (RAY_ADDRESS, stale files)
             num_cpus=num_cpus or usable_cores(),
             include_dashboard=False,
             logging_level=logging.ERROR,
             configure_logging=True,
         )
         return True
+    _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -52,6 +56,22 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             f"host:port (start one with `fedopt cluster start-head`); {TOKEN_HINT}"
         ) from None
     return False
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast (Ray itself retries for minutes) when ``host:port`` does not answer."""
+    if address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"engine.address: cannot join a Ray cluster at {address!r}: nothing answers there "
+            f"({exc}). Check host:port (start one with `fedopt cluster start-head`); "
+            f"{TOKEN_HINT}"
+        ) from None
 
 
 def plan_resources(plan: Plan, cluster: dict[str, float]) -> tuple[int, float, float]:
@@ -149,59 +169,127 @@ class RayGroup:
     def meter_totals(self) -> list[MeterTotals]:
         return self.call("meter_totals")
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        return self.call("snapshot", self._barrier, what="checkpoint")
+
+    def restore(self, snaps: list[dict[str, Any]]) -> None:
+        if len(snaps) != len(self.actors):
+            raise ConfigError(
+                f"checkpoint has {len(snaps)} workers but this run has {len(self.actors)}; "
+                "resume with the same engine settings"
+            )
+        refs = [a.restore.remote(s) for a, s in zip(self.actors, snaps, strict=True)]
+        self._get(refs, "restore")
+
 
 def run_ray(
     plan: Plan,
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
     meter_enabled: bool = True,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    on_restore: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> EngineOutput:
-    """Run ``plan`` on Ray actors and return the merged output."""
+    """Run ``plan`` on Ray actors and return the merged output.
+
+    With ``output.checkpoint_every`` and ``engine.max_restarts``, a run whose actor dies
+    is restarted on fresh actors from the latest checkpoint and ends with the same
+    results as an uninterrupted run.
+    """
+    import ray
+
+    eng = plan.config.engine
+    started = connect(eng.address)
+    latest = {"ckpt": resume}
+
+    def keep(ckpt: dict[str, Any]) -> None:
+        latest["ckpt"] = ckpt
+        if on_checkpoint is not None:
+            on_checkpoint(ckpt)
+
+    restarts = 0
+    try:
+        while True:
+            group, infos, threads = _start(plan, meter_enabled)
+            try:
+                x_star = _optimum(group)
+                result = run_schedule(
+                    plan,
+                    group,
+                    x_star,
+                    on_record=on_record,
+                    on_round=on_round,
+                    resume=latest["ckpt"],
+                    on_checkpoint=keep,
+                    on_restore=on_restore,
+                )
+                edges = group.call("meter_edges")
+                return EngineOutput(
+                    result=result,
+                    edge_messages=sum(e[0] for e in edges).numpy(),
+                    edge_bytes=sum(e[1] for e in edges).numpy(),
+                    device=infos[0]["device"],
+                    threads=threads,
+                    workers=infos,
+                    restarts=restarts,
+                )
+            except EngineError as exc:
+                if restarts >= eng.max_restarts or latest["ckpt"] is None:
+                    raise
+                restarts += 1
+                logging.getLogger("fedopt").warning(
+                    "restart %d/%d from round %d after: %s",
+                    restarts,
+                    eng.max_restarts,
+                    latest["ckpt"]["round"],
+                    str(exc).splitlines()[0],
+                )
+            finally:
+                for a in group.actors:
+                    ray.kill(a)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _start(plan: Plan, meter_enabled: bool) -> tuple[RayGroup, list[dict[str, Any]], int]:
+    """Create the actors for ``plan`` and wire them to each other."""
     import ray
 
     from fedopt.engine.ray_engine.actor import WorkerActor
 
     eng = plan.config.engine
-    started = connect(eng.address)
-    actors: list[Any] = []
+    count, cpu_each, gpu_each = plan_resources(plan, ray.cluster_resources())
+    shards = shard_nodes(plan, count)
+    threads = eng.threads or max(1, int(cpu_each))
+    remote_cls = ray.remote(WorkerActor)
+    plan_bytes = ray.put(pickle.dumps(plan))  # unpickled in the actor after its plug-ins
+    actors = [
+        remote_cls.options(
+            num_cpus=cpu_each, num_gpus=gpu_each, max_concurrency=len(shards) + 4
+        ).remote(plan.plugin_sources, plan_bytes, rank, shards, threads, gpu_each, meter_enabled)
+        for rank in range(len(shards))
+    ]
+    group = RayGroup(actors, shards, eng.timeout_s)
     try:
-        count, cpu_each, gpu_each = plan_resources(plan, ray.cluster_resources())
-        shards = shard_nodes(plan, count)
-        threads = eng.threads or max(1, int(cpu_each))
-        remote_cls = ray.remote(WorkerActor)
-        actors = [
-            remote_cls.options(
-                num_cpus=cpu_each,
-                num_gpus=gpu_each,
-                max_concurrency=len(shards) + 4,
-                name=None,
-            ).remote(plan, rank, shards, threads, gpu_each, meter_enabled)
-            for rank in range(len(shards))
-        ]
-        group = RayGroup(actors, shards, eng.timeout_s)
         infos = group.call("info", what="start-up")
         group.call("set_peers", actors, what="start-up")
-        first_data = int(plan.data_nodes[0])
-        group.test_rank = next(r for r, s in enumerate(shards) if first_data in set(s.tolist()))
-        stats = [s for s in group.call("optimum_stats") if s is not None]
-        x_star = None
-        if stats:
-            total = stats[0]
-            for s in stats[1:]:
-                total = total + s
-            x_star = total.solve()
-        result = run_schedule(plan, group, x_star, on_record=on_record, on_round=on_round)
-        edges = group.call("meter_edges")
-        return EngineOutput(
-            result=result,
-            edge_messages=sum(e[0] for e in edges).numpy(),
-            edge_bytes=sum(e[1] for e in edges).numpy(),
-            device=infos[0]["device"],
-            threads=threads,
-            workers=infos,
-        )
-    finally:
+    except BaseException:
         for a in actors:
             ray.kill(a)
-        if started:
-            ray.shutdown()
+        raise
+    first_data = int(plan.data_nodes[0])
+    group.test_rank = next(r for r, s in enumerate(shards) if first_data in set(s.tolist()))
+    return group, infos, threads
+
+
+def _optimum(group: RayGroup) -> torch.Tensor | None:
+    """Closed-form optimum from every actor's partial statistics (None if unknown)."""
+    stats = [s for s in group.call("optimum_stats") if s is not None]
+    if not stats:
+        return None
+    total = stats[0]
+    for s in stats[1:]:
+        total = total + s
+    return total.solve()
