@@ -66,6 +66,11 @@ def fedavg_commands(args: argparse.Namespace, n: int) -> dict[str, tuple[list[st
     }
     if args.meter_overhead:
         cmds["fedopt-no-meter"] = ([*fed, "--no-meter"], "client_updates_per_s")
+    if args.ray_actors:
+        cmds[f"fedopt-ray-{args.ray_actors}"] = (
+            [*fed[:-2], "--threads", "1", "--engine", "ray", "--actors", str(args.ray_actors)],
+            "client_updates_per_s",
+        )
     if args.peer_python and n <= args.peer_max_clients:
         pp = args.peer_python
         cmds["pfl"] = (
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-python", help="python with flwr[simulation] and pfl installed")
     p.add_argument("--peer-max-clients", type=int, default=1000, help="skip peers above this N")
     p.add_argument("--meter-overhead", action="store_true", help="also run with metering off")
+    p.add_argument("--ray-actors", type=int, default=0, help="also run the Ray engine (K actors)")
     args = p.parse_args(argv)
     cases = (
         [(f"N={n}", fedavg_commands(args, n)) for n in args.clients]
