@@ -54,6 +54,7 @@ class Comm(ABC):
     """
 
     hosted: torch.Tensor
+    topology: TopologyPlan
     clock: torch.Tensor
     meter: Meter
     link: LinkModel
@@ -125,6 +126,13 @@ class Comm(ABC):
             combine_partials([p[0] for p in parts], like[0] if like.ndim == 2 else like),
             combine_partials([p[1] for p in parts], like.new_zeros(1)),
         )
+
+    def edge_ids(self, src: torch.Tensor | int, dst: torch.Tensor | int) -> torch.Tensor:
+        """Edge ids of the messages ``src -> dst`` (either side may be one node id)."""
+        s = torch.as_tensor(src, dtype=torch.int64)
+        d = torch.as_tensor(dst, dtype=torch.int64)
+        s, d = torch.broadcast_tensors(s.reshape(-1), d.reshape(-1))
+        return torch.from_numpy(self.topology.edge_index(s.numpy(), d.numpy()))
 
     def local_index(self, ids: torch.Tensor) -> torch.Tensor:
         """Positions in ``hosted`` of hosted global ids."""
@@ -231,10 +239,9 @@ class LocalComm(Comm):
             raise ValueError("broadcast: the local engine hosts the source; value is required")
         self.exchange += 1
         dst = dst.to(torch.int64)
-        srcs = torch.full_like(dst, int(src))
-        eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dst.numpy()))
+        eids = self.edge_ids(int(src), dst)
         nbytes = self.meter.message_bytes(value.numel(), value.dtype)
-        self._deliver(self.clock[srcs], dst, eids, nbytes, kind)
+        self._deliver(self.clock[torch.full_like(dst, int(src))], dst, eids, nbytes, kind)
         return value
 
     def gather_sum(
@@ -250,9 +257,8 @@ class LocalComm(Comm):
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         self.exchange += 1
         srcs = senders.to(torch.int64)
-        dsts = torch.full_like(srcs, int(dst))
-        eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
+        eids = self.edge_ids(srcs, int(dst))
         nbytes = self.meter.message_bytes(numel, rows.dtype)
-        self._deliver(self.clock[srcs], dsts, eids, nbytes, kind)
+        self._deliver(self.clock[srcs], torch.full_like(srcs, int(dst)), eids, nbytes, kind)
         parts = self.partials(rows, weights, positions, total)
         return self.combine([parts], rows)

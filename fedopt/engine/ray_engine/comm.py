@@ -197,8 +197,7 @@ class RayComm(Comm):
             value = self._to_device(value)
         dst = dst.to(torch.int64)
         if len(dst):
-            srcs = torch.full_like(dst, int(src))
-            eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dst.numpy()))
+            eids = self.edge_ids(int(src), dst)
             send_times = torch.full((len(dst),), t_src, dtype=torch.float64)
             nbytes = self.meter.message_bytes(value.numel(), value.dtype)
             self._deliver(send_times, self.local_index(dst), eids, nbytes, kind)
@@ -220,8 +219,7 @@ class RayComm(Comm):
         srcs = senders.to(torch.int64)
         latest = float("-inf")
         if len(srcs):
-            dsts = torch.full_like(srcs, int(dst))
-            eids = torch.from_numpy(self.topology.edge_index(srcs.numpy(), dsts.numpy()))
+            eids = self.edge_ids(srcs, int(dst))
             nbytes = self.meter.message_bytes(numel, rows.dtype)
             empty = torch.zeros(0, dtype=torch.int64)
             arrival = self._deliver(self.clock[self.local_index(srcs)], empty, eids, nbytes, kind)
