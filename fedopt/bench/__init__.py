@@ -11,6 +11,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     engine: dict[str, Any] = {"kind": args.engine}
     if args.engine == "ray":
         engine.update({k: v for k, v in (("actors", args.actors), ("address", args.address)) if v})
+    if args.workload == "dadao":
+        from fedopt.bench.dadao import bench_dadao
+
+        return bench_dadao(args.nodes, args.dim, args.events, args.graph, args.threads or 1)
     if args.workload == "fedavg-logreg":
         from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
 
