@@ -182,11 +182,11 @@ def run_schedule(
         group.restore(resume["workers"])
         records.extend(resume["records"])
         t, sim_time = int(resume["round"]), float(resume["sim_time"])
-        for rec in records:
-            if on_restore is None:
-                on_record(rec)
         if on_restore is not None:
             on_restore(list(records))
+        else:
+            for rec in records:
+                on_record(rec)
     else:
         record(0)
         t = 0
