@@ -141,6 +141,12 @@ def execute(
     **schedule: Any,
 ) -> EngineOutput:
     """Run ``plan`` on the engine its config names (``schedule``: resume/checkpoint hooks)."""
+    from fedopt.algorithms import ALGORITHMS
+
+    if ALGORITHMS.get(plan.config.algorithm.name).schedule == "events":
+        from fedopt.engine.events_local import run_events
+
+        return run_events(plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled)
     if plan.config.engine.kind == "ray":
         from fedopt.engine.ray_engine.engine import run_ray
 
@@ -208,4 +214,9 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
     for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt"):
         if key in last:
             summary[f"final_{key}"] = last[key]
+    for key in ("events_total", "gradients_total", "communications_total"):
+        if key in last:  # event schedules
+            summary[key] = last[key]
+    if "relative_sq_distance" in last:
+        summary["final_relative_sq_distance"] = last["relative_sq_distance"]
     return summary

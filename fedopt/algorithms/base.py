@@ -112,6 +112,7 @@ class Algorithm(ABC):
     Config: ClassVar[type[AlgorithmConfig]]
     requires: ClassVar[frozenset[str]] = frozenset()
     roles: ClassVar[tuple[str, ...]] = ("gossip",)
+    schedule: ClassVar[str] = "rounds"  # or "events" (Poisson clocks; see fedopt.events)
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         self.config = config

@@ -39,6 +39,12 @@ class StopConfig(BaseModel):
     rounds: int | None = Field(100, ge=1, description="maximum number of rounds")
     sim_time_s: float | None = Field(None, gt=0, description="stop once simulated time reaches")
     target_loss: float | None = Field(None, description="stop once the evaluated loss is below")
+    events: int | None = Field(None, ge=1, description="event schedule: stop after this many")
+    gradients: int | None = Field(None, ge=1, description="event schedule: gradient events")
+    communications: int | None = Field(None, ge=1, description="event schedule: gossip events")
+    target_distance: float | None = Field(
+        None, gt=0, description="stop once mean_i ||x_i - x*||^2 / its start value is below"
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> StopConfig:
@@ -55,7 +61,9 @@ class EvalConfig(BaseModel):
 
     model_config = _FROZEN
 
-    every: int = Field(1, ge=1, description="evaluate every this many rounds")
+    every: int = Field(
+        1, ge=1, description="evaluate every this many rounds (event schedule: event blocks)"
+    )
 
 
 class OutputConfig(BaseModel):
@@ -86,6 +94,9 @@ class EngineConfig(BaseModel):
     threads: int | None = Field(None, ge=1, description="torch threads (default: usable cores)")
     chunk_size: int = Field(1024, ge=1, description="nodes per cache-sized chunk in hot loops")
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where node tensors live")
+    event_block: int = Field(
+        1024, ge=1, description="event schedule: events drawn and applied per block"
+    )
     actors: int | None = Field(None, ge=1, description="ray: number of actors (default: auto)")
     nodes_per_actor: int | None = Field(None, ge=1, description="ray: nodes per actor")
     one_node_per_actor: bool = Field(False, description="ray: one actor per node (slow, realism)")

@@ -10,7 +10,7 @@ import torch
 
 from fedopt.events.batching import disjoint_batches, level_batches
 from fedopt.events.dadao import DadaoNodes
-from fedopt.events.stream import PoissonEventStream
+from fedopt.events.stream import EventBlock, PoissonEventStream
 
 
 @dataclass
@@ -21,6 +21,48 @@ class EventCounts:
     gradients: int = 0
     communications: int = 0
     history: list[tuple[float, int, int, float]] = field(default_factory=list)
+
+
+@dataclass
+class BlockResult:
+    """What one block of events did: counts, and the gossip pairs (for metering)."""
+
+    gradients: int
+    communications: int
+    edge_i: torch.Tensor
+    edge_j: torch.Tensor
+    end_time: float
+
+
+def apply_block(
+    nodes: DadaoNodes,
+    blk: EventBlock,
+    keep: int,
+    grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> BlockResult:
+    """Apply the first ``keep`` events of ``blk`` exactly, level by level."""
+    a_all, b_all = blk.a[:keep], blk.b[:keep]
+    pairs_i, pairs_j = [], []
+    grads = comms = 0
+    for idx in level_batches(a_all, b_all, nodes.S.shape[0]):
+        times = torch.from_numpy(blk.time[idx])
+        kind = blk.kind[idx]
+        a = torch.from_numpy(blk.a[idx])
+        b = torch.from_numpy(blk.b[idx])
+        gm, cm = torch.from_numpy(kind == 0), torch.from_numpy(kind == 1)
+        nodes.apply(a[gm], times[gm], a[cm], b[cm], times[cm], grad)
+        grads += int(gm.sum())
+        comms += int(cm.sum())
+        pairs_i.append(a[cm])
+        pairs_j.append(b[cm])
+    empty = torch.zeros(0, dtype=torch.int64)
+    return BlockResult(
+        grads,
+        comms,
+        torch.cat(pairs_i) if pairs_i else empty,
+        torch.cat(pairs_j) if pairs_j else empty,
+        float(blk.time[keep - 1]) if keep else 0.0,
+    )
 
 
 def run_dadao(

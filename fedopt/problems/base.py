@@ -138,6 +138,14 @@ class Oracle(ABC):
         """Metrics of ``x`` on a held-out test set shared by all nodes (may be empty)."""
         return {}
 
+    def curvature_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per hosted node ``(mu_i, L_i)``: ``mu_i I <= Hessian of f_i <= L_i I`` (float64).
+
+        None when the problem cannot bound its curvature (methods that need mu and L,
+        such as DADAO, then ask for them in their config).
+        """
+        return None
+
     def optimum_stats(self) -> OptimumStats | None:
         """Partial sufficient statistics of the closed-form optimum, or None if unknown."""
         return None

@@ -161,6 +161,12 @@ class LeastSquaresOracle(Oracle):
             out.add_(W.square().sum(dim=1), alpha=self.config.l2 / 2)
         return out
 
+    def curvature_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Extreme eigenvalues of ``A_i^T A_i / m`` plus ``l2``, per node."""
+        A = self.A.double()
+        eig = torch.linalg.eigvalsh(torch.einsum("kmd,kme->kde", A, A) / self.m)
+        return eig[:, 0] + self.config.l2, eig[:, -1] + self.config.l2
+
     def optimum_stats(self) -> OptimumStats:
         d, m = self.dim, self.m
         dev = self.A.device

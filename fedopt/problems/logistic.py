@@ -370,6 +370,19 @@ class LogisticOracle(Oracle):
         w = X[:, : self._decay_cols].to(self.dtype).double()
         return w.square().sum(dim=1).mul_(self.config.l2 / 2)
 
+    def curvature_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``mu_i = l2`` (0 with an unpenalised bias), ``L_i = mean ||a||^2 / 4 + l2``.
+
+        None in regenerate mode (no stored features to bound).
+        """
+        if self.X is None:
+            return None
+        k = len(self.data_ranks)
+        sq = self.X.double().pow(2).sum(dim=2).mean(dim=1)
+        l2 = float(self.config.l2)
+        mu = 0.0 if self.config.bias else l2
+        return torch.full((k,), mu, dtype=torch.float64), sq / 4 + l2
+
     def value(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         loss, _ = self._losses(X, rows)
         return loss.add_(self._penalty(X)) if self.config.l2 > 0 else loss

@@ -124,6 +124,11 @@ class QuadraticOracle(Oracle):
         d = X.double() - self.b.index_select(0, rows).double()
         return 0.5 * (A * d * d).sum(dim=1)
 
+    def curvature_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Diagonal curvature: ``mu_i = min_j A_i[j]``, ``L_i = max_j A_i[j]``."""
+        A = self.A.double()
+        return A.min(dim=1).values, A.max(dim=1).values
+
     def optimum_stats(self) -> OptimumStats:
         p = self.weights.unsqueeze(1)
         A = self.A.double()

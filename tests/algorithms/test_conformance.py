@@ -44,8 +44,9 @@ ENTRIES = {
 }
 
 
-def test_every_algorithm_has_an_entry() -> None:
-    assert set(ALGORITHMS) == set(ENTRIES)
+def test_every_round_algorithm_has_an_entry() -> None:
+    rounds = {name for name, algo in ALGORITHMS.items() if algo.schedule == "rounds"}
+    assert rounds == set(ENTRIES)
 
 
 def _short(raw: dict, rounds: int = 3) -> dict:
