@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -102,6 +102,23 @@ class WorkerContext:
         return torch.tensor(idx, dtype=torch.int64)
 
 
+@dataclass
+class EventSetup:
+    """What an event-schedule algorithm gives the event driver.
+
+    ``nodes`` has ``apply(grad_nodes, grad_times, edge_i, edge_j, edge_times, grad)``,
+    ``x`` and ``S``; gradient clocks tick at ``node_rate`` per node and gossip clocks at
+    ``edge_rate_total`` in total (split evenly over edges); ``grad(nodes, x, event_ids)``
+    gives the local gradients.
+    """
+
+    nodes: Any
+    node_rate: float
+    edge_rate_total: float
+    grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
 class Algorithm(ABC):
     """Base class of every algorithm: one instance per worker.
 
@@ -133,6 +150,11 @@ class Algorithm(ABC):
         Evaluation uses their average ``x_bar``; consensus distance is the mean squared
         distance of these rows to ``x_bar``.
         """
+
+    @classmethod
+    def build_events(cls, config: AlgorithmConfig, plan: object, oracle: Oracle) -> EventSetup:
+        """Event-schedule algorithms: node state, clock rates and gradient function."""
+        raise TypeError(f"{config.name} runs in rounds, not on the event schedule")
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int | None:

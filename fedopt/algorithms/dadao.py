@@ -5,19 +5,23 @@ arrivals of its own Poisson clock (rate 1); each edge gossips at the arrivals of
 own clock (total rate ``lambda_mix = sqrt(2 chi1 chi2)`` split evenly over edges, chi
 computed on Lap/|E|); between events every node's six state vectors follow a linear
 ODE that is integrated exactly. The update rules and constants are in
-:mod:`fedopt.events.dadao`; this module holds the hyperparameters, and the engine's
-event driver (:mod:`fedopt.engine.events_local`) runs it. An edge event sends ``y + z``
-both ways: two messages of ``dim`` floats.
+:mod:`fedopt.events.dadao`; the engine's event driver
+(:mod:`fedopt.engine.events_local`) runs it. An edge event sends ``y + z`` both ways:
+two messages of ``dim`` floats.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State
+from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, EventSetup, State
+from fedopt.errors import ConfigError
+from fedopt.events.dadao import DadaoConstants, DadaoNodes
+from fedopt.topology import spectral_facts
 
 
 class DADAOConfig(AlgorithmConfig):
@@ -31,6 +35,27 @@ class DADAOConfig(AlgorithmConfig):
     )
 
 
+def curvature(config: Any, problem_name: str, oracle: Any) -> tuple[float, float]:
+    """``(mu, L)`` from the config, else from the problem's per-node bounds."""
+    bounds = oracle.curvature_bounds()
+    mu, L = getattr(config, "mu", None), getattr(config, "L", None)
+    if (mu is None or L is None) and bounds is None:
+        raise ConfigError(
+            f"algorithm.mu / algorithm.L: problem {problem_name!r} cannot bound its "
+            "curvature here; set algorithm.mu and algorithm.L"
+        )
+    mu = mu if mu is not None else float(bounds[0].min())
+    L = L if L is not None else float(bounds[1].max())
+    if mu <= 0:
+        raise ConfigError(
+            f"algorithm.mu: {config.name} needs a strongly convex problem, but problem "
+            f"{problem_name!r} has mu = {mu:g}; add problem.l2 > 0 (or set algorithm.mu)"
+        )
+    if L < mu:
+        raise ConfigError(f"algorithm.L: must be >= mu, got L={L:g} < mu={mu:g}")
+    return mu, L
+
+
 @ALGORITHMS.register("dadao")
 class DADAO(Algorithm):
     """DADAO on the event schedule (the round methods are not used)."""
@@ -39,6 +64,27 @@ class DADAO(Algorithm):
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
     schedule = "events"
+
+    @classmethod
+    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+        mu, L = curvature(config, plan.config.problem.name, oracle)
+        facts = spectral_facts(plan.topology.graph)
+        threshold = float(facts["dadao_lambda_mix"])
+        lam = config.lambda_mix or threshold
+        if lam < threshold:
+            warnings.warn(
+                f"algorithm.lambda_mix={lam:g} is below the threshold sqrt(2 chi1 chi2)="
+                f"{threshold:g}; DADAO may diverge (spec 1.10)",
+                stacklevel=2,
+            )
+        consts = DadaoConstants.from_problem(mu, L, float(facts["dadao_chi1"]), lam)
+        x0 = oracle.init_params(torch.arange(plan.topology.n))
+
+        def grad(rows: torch.Tensor, X: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+            return oracle.full_grad(X.to(getattr(oracle, "dtype", X.dtype)), rows)
+
+        facts = {"mu": mu, "L": L, "lambda_mix": lam, "lambda_mix_threshold": threshold}
+        return EventSetup(DadaoNodes(x0, consts), 1.0, lam, grad, facts)
 
     def init_state(self) -> State:  # pragma: no cover - event schedule only
         raise TypeError("dadao runs on the event schedule, not in rounds")

@@ -10,47 +10,22 @@ rules are checked there too, except ``stop.sim_time_s``, which cuts the stream e
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from fedopt.algorithms import ALGORITHMS
 from fedopt.engine.driver import RunResult
 from fedopt.engine.local import configure_threads
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError
 from fedopt.events import PoissonEventStream
-from fedopt.events.dadao import DadaoConstants, DadaoNodes
 from fedopt.events.simulate import apply_block, edge_arrays
 from fedopt.network.meter import Meter
 from fedopt.problems import PROBLEMS
-from fedopt.topology import spectral_facts
-
-
-def _curvature(plan: Plan, oracle: Any) -> tuple[float, float]:
-    cfg = plan.config
-    algo = cfg.algorithm
-    bounds = oracle.curvature_bounds()
-    mu = getattr(algo, "mu", None)
-    L = getattr(algo, "L", None)
-    if (mu is None or L is None) and bounds is None:
-        raise ConfigError(
-            f"algorithm.mu / algorithm.L: problem {cfg.problem.name!r} cannot bound its "
-            "curvature here; set algorithm.mu and algorithm.L"
-        )
-    mu = mu if mu is not None else float(bounds[0].min())
-    L = L if L is not None else float(bounds[1].max())
-    if mu <= 0:
-        raise ConfigError(
-            f"algorithm.mu: {algo.name} needs a strongly convex problem, but problem "
-            f"{cfg.problem.name!r} has mu = {mu:g}; add problem.l2 > 0 (or set algorithm.mu)"
-        )
-    if L < mu:
-        raise ConfigError(f"algorithm.L: must be >= mu, got L={L:g} < mu={mu:g}")
-    return mu, L
 
 
 def run_events(
@@ -60,7 +35,7 @@ def run_events(
     meter_enabled: bool = True,
     **_: Any,
 ) -> EngineOutput:
-    """Run an event-schedule algorithm (DADAO) on one in-process worker."""
+    """Run an event-schedule algorithm (its ``build_events``) on one in-process worker."""
     cfg = plan.config
     stop, topo = cfg.stop, plan.topology
     if cfg.engine.kind != "local":
@@ -90,29 +65,23 @@ def run_events(
         num_data_nodes=n,
         device=torch.device("cpu"),
     )
-    mu, L = _curvature(plan, oracle)
-    facts = spectral_facts(topo.graph)
-    threshold = float(facts["dadao_lambda_mix"])
-    lam = getattr(cfg.algorithm, "lambda_mix", None) or threshold
-    if lam < threshold:
-        warnings.warn(
-            f"algorithm.lambda_mix={lam:g} is below the threshold sqrt(2 chi1 chi2)="
-            f"{threshold:g}; DADAO may diverge (spec 1.10)",
-            stacklevel=2,
-        )
-    consts = DadaoConstants.from_problem(mu, L, float(facts["dadao_chi1"]), lam)
+    setup = ALGORITHMS.get(cfg.algorithm.name).build_events(cfg.algorithm, plan, oracle)
+    nodes, grad = setup.nodes, setup.grad
     edges = edge_arrays(topo.edges)
-    stream = PoissonEventStream(n, edges, 1.0, lam / len(edges), cfg.seed, cfg.engine.event_block)
+    stream = PoissonEventStream(
+        n,
+        edges,
+        setup.node_rate,
+        setup.edge_rate_total / len(edges),
+        cfg.seed,
+        cfg.engine.event_block,
+    )
     rows = torch.arange(n)
-    nodes = DadaoNodes(oracle.init_params(rows), consts)
     meter = Meter(len(topo.edges), cfg.network.header_bytes, enabled=meter_enabled)
     nbytes = meter.message_bytes(oracle.dim, torch.float64)
     stats = oracle.optimum_stats()
     x_star = stats.solve() if stats is not None else None
     d0 = float(((nodes.x - x_star) ** 2).sum(1).mean()) if x_star is not None else None
-
-    def grad(idx: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        return oracle.full_grad(X.to(getattr(oracle, "dtype", X.dtype)), idx)
 
     counts = {"events": 0, "gradients": 0, "communications": 0}
     records: list[dict[str, Any]] = []

@@ -38,9 +38,13 @@ def apply_block(
     nodes: DadaoNodes,
     blk: EventBlock,
     keep: int,
-    grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> BlockResult:
-    """Apply the first ``keep`` events of ``blk`` exactly, level by level."""
+    """Apply the first ``keep`` events of ``blk`` exactly, level by level.
+
+    ``grad(nodes, x, event_ids)`` returns the local gradients; ``event_ids`` are the
+    global indices of the gradient events (to key minibatches per event).
+    """
     a_all, b_all = blk.a[:keep], blk.b[:keep]
     pairs_i, pairs_j = [], []
     grads = comms = 0
@@ -50,7 +54,12 @@ def apply_block(
         a = torch.from_numpy(blk.a[idx])
         b = torch.from_numpy(blk.b[idx])
         gm, cm = torch.from_numpy(kind == 0), torch.from_numpy(kind == 1)
-        nodes.apply(a[gm], times[gm], a[cm], b[cm], times[cm], grad)
+        ids = torch.from_numpy(idx[kind == 0] + blk.first)
+
+        def grad_at(rows: torch.Tensor, X: torch.Tensor, ids: torch.Tensor = ids) -> torch.Tensor:
+            return grad(rows, X, ids)
+
+        nodes.apply(a[gm], times[gm], a[cm], b[cm], times[cm], grad_at)
         grads += int(gm.sum())
         comms += int(cm.sum())
         pairs_i.append(a[cm])

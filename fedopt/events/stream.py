@@ -34,6 +34,7 @@ class EventBlock:
     kind: np.ndarray  # int8 [k]
     a: np.ndarray  # int64 [k]
     b: np.ndarray  # int64 [k]
+    first: int = 0  # global index of the first event (keys per-event randomness)
 
 
 class PoissonEventStream:
@@ -97,4 +98,6 @@ class PoissonEventStream:
         b = np.where(is_edge, self.edges[e, 1] if len(self.edges) else -1, -1)
         self._next_block += 1
         self._clock = float(times[-1])
-        return EventBlock(times, is_edge.astype(np.int8), a.astype(np.int64), b.astype(np.int64))
+        return EventBlock(
+            times, is_edge.astype(np.int8), a.astype(np.int64), b.astype(np.int64), k * self.block
+        )

@@ -22,6 +22,7 @@ _EXTRA = (
     ("accuracy", "train accuracy"),
     ("test_accuracy", "test accuracy"),
     ("distance_to_opt", "distance to optimum"),
+    ("relative_sq_distance", "mean ||x_i - x*||^2 / start"),
 )
 
 
@@ -80,6 +81,16 @@ def report(run_dirs: list[Path], out: Path | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     panels = [("loss", x, label) for x, label in _AXES]
     panels += [(key, "round", label) for key, label in _EXTRA if any(key in r[1][-1] for r in runs)]
+    if any("gradients_total" in r[1][-1] for r in runs):  # event schedules: the paper's axes
+        metric = (
+            "relative_sq_distance"
+            if any("relative_sq_distance" in r[1][-1] for r in runs)
+            else "loss"
+        )
+        panels += [
+            (metric, "gradients_total", "gradients"),
+            (metric, "communications_total", "communications"),
+        ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
     for ax, (key, x, xlabel) in zip(axes[0], panels, strict=True):
         positive = True
@@ -89,9 +100,9 @@ def report(run_dirs: list[Path], out: Path | None = None) -> Path:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, label=name)
                 positive &= min(ys) > 0
-        if positive and key in ("loss", "distance_to_opt"):
+        if positive and key in ("loss", "distance_to_opt", "relative_sq_distance"):
             ax.set_yscale("log")
-        ax.set_xlabel(xlabel if key == "loss" else "rounds")
+        ax.set_xlabel(xlabel if key == "loss" or x != "round" else "rounds")
         ax.set_ylabel(key if key == "loss" else dict(_EXTRA).get(key, key))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)

@@ -37,6 +37,17 @@ EVENT_ENTRIES = {
         ),
         tol=1e-10,
     ),
+    # constant step on heterogeneous data: converges to a neighbourhood of x* only
+    "async_gossip_sgd": dict(
+        raw=experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "async_gossip_sgd", "lr": 0.05},
+            problem={**LSQ, "batch_size": 8},
+            stop={"sim_time_s": 400.0},
+            engine={"threads": 1, "event_block": 512},
+        ),
+        tol=0.2,
+    ),
 }
 
 
