@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, EventSetup, State
+from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
 from fedopt.events.gossip import GossipNodes
 from fedopt.topology import spectral_facts
 
@@ -30,13 +30,12 @@ class AsyncGossipSGDConfig(AlgorithmConfig):
 
 
 @ALGORITHMS.register("async_gossip_sgd")
-class AsyncGossipSGD(Algorithm):
+class AsyncGossipSGD(EventAlgorithm):
     """Asynchronous randomized gossip SGD on the event schedule."""
 
     Config = AsyncGossipSGDConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
-    schedule = "events"
 
     @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
@@ -57,12 +56,3 @@ class AsyncGossipSGD(Algorithm):
 
         x0 = oracle.init_params(torch.arange(plan.topology.n))
         return EventSetup(GossipNodes(x0, config.lr), 1.0, rate, grad, {"gossip_rate": rate})
-
-    def init_state(self) -> State:  # pragma: no cover - event schedule only
-        raise TypeError("async_gossip_sgd runs on the event schedule, not in rounds")
-
-    def round(self, state: State, t: int) -> None:  # pragma: no cover
-        raise TypeError("async_gossip_sgd runs on the event schedule, not in rounds")
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
-        raise TypeError("async_gossip_sgd runs on the event schedule, not in rounds")

@@ -163,3 +163,21 @@ class Algorithm(ABC):
         Used by the conformance suite to check the meter against a hand count.
         """
         return None
+
+
+class EventAlgorithm(Algorithm):
+    """Base of event-schedule algorithms: they implement :meth:`build_events` only.
+
+    The round methods exist only to satisfy :class:`Algorithm` and refuse to run.
+    """
+
+    schedule: ClassVar[str] = "events"
+
+    def init_state(self) -> State:
+        raise TypeError(f"{self.config.name} runs on the event schedule, not in rounds")
+
+    def round(self, state: State, t: int) -> None:
+        raise TypeError(f"{self.config.name} runs on the event schedule, not in rounds")
+
+    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{self.config.name} runs on the event schedule, not in rounds")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, EventSetup, State
+from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
 from fedopt.errors import ConfigError
 from fedopt.events.dadao import DadaoConstants, DadaoNodes
 from fedopt.topology import spectral_facts
@@ -57,13 +57,12 @@ def curvature(config: Any, problem_name: str, oracle: Any) -> tuple[float, float
 
 
 @ALGORITHMS.register("dadao")
-class DADAO(Algorithm):
+class DADAO(EventAlgorithm):
     """DADAO on the event schedule (the round methods are not used)."""
 
     Config = DADAOConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
-    schedule = "events"
 
     @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
@@ -85,12 +84,3 @@ class DADAO(Algorithm):
 
         facts = {"mu": mu, "L": L, "lambda_mix": lam, "lambda_mix_threshold": threshold}
         return EventSetup(DadaoNodes(x0, consts), 1.0, lam, grad, facts)
-
-    def init_state(self) -> State:  # pragma: no cover - event schedule only
-        raise TypeError("dadao runs on the event schedule, not in rounds")
-
-    def round(self, state: State, t: int) -> None:  # pragma: no cover - event schedule only
-        raise TypeError("dadao runs on the event schedule, not in rounds")
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
-        raise TypeError("dadao runs on the event schedule, not in rounds")
