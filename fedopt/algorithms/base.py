@@ -117,6 +117,8 @@ class EventSetup:
     edge_rate_total: float
     grad: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
     facts: dict[str, Any] = field(default_factory=dict)
+    edge_sets: list[Any] | None = None  # time-varying: undirected edges of each graph
+    switch_every: float | None = None  # time-varying: time units between graph switches
 
 
 class Algorithm(ABC):

@@ -12,9 +12,12 @@ two messages of ``dim`` floats.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Literal
 
+import networkx as nx
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -56,6 +59,27 @@ def curvature(config: Any, problem_name: str, oracle: Any) -> tuple[float, float
     return mu, L
 
 
+def time_varying_graphs(plan: Any) -> list[Any] | None:
+    """The connected graph sequence of a time-varying topology (None when static)."""
+    topo = plan.topology
+    if not topo.is_time_varying:
+        return None
+    graphs = getattr(topo.schedule, "graphs", None)
+    if graphs is None:
+        raise ConfigError(
+            f"topology.name: {plan.config.algorithm.name} needs a sequence of connected "
+            f"graphs, but {topo.name!r} switches between disconnected ones (matchings or "
+            "one-peer graphs); use topology.name: random_geometric_sequence"
+        )
+    for k, g in enumerate(graphs):
+        if not nx.is_connected(g):
+            raise ConfigError(
+                f"topology: member {k} of the time-varying sequence {topo.name!r} is "
+                f"disconnected; {plan.config.algorithm.name} needs every member connected"
+            )
+    return list(graphs)
+
+
 @ALGORITHMS.register("dadao")
 class DADAO(EventAlgorithm):
     """DADAO on the event schedule (the round methods are not used)."""
@@ -67,8 +91,15 @@ class DADAO(EventAlgorithm):
     @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
         mu, L = curvature(config, plan.config.problem.name, oracle)
-        facts = spectral_facts(plan.topology.graph)
-        threshold = float(facts["dadao_lambda_mix"])
+        graphs = time_varying_graphs(plan)
+        if graphs is None:
+            facts = spectral_facts(plan.topology.graph)
+            chi1, chi2 = float(facts["dadao_chi1"]), float(facts["dadao_chi2"])
+        else:  # worst case over the sequence (spec 1.2, item 5)
+            each = [spectral_facts(g) for g in graphs]
+            chi1 = max(float(f["dadao_chi1"]) for f in each)
+            chi2 = max(float(f["dadao_chi2"]) for f in each)
+        threshold = math.sqrt(2 * chi1 * chi2)
         lam = config.lambda_mix or threshold
         if lam < threshold:
             warnings.warn(
@@ -76,11 +107,15 @@ class DADAO(EventAlgorithm):
                 f"{threshold:g}; DADAO may diverge (spec 1.10)",
                 stacklevel=2,
             )
-        consts = DadaoConstants.from_problem(mu, L, float(facts["dadao_chi1"]), lam)
+        consts = DadaoConstants.from_problem(mu, L, chi1, lam)
         x0 = oracle.init_params(torch.arange(plan.topology.n))
 
         def grad(rows: torch.Tensor, X: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             return oracle.full_grad(X.to(getattr(oracle, "dtype", X.dtype)), rows)
 
         facts = {"mu": mu, "L": L, "lambda_mix": lam, "lambda_mix_threshold": threshold}
-        return EventSetup(DadaoNodes(x0, consts), 1.0, lam, grad, facts)
+        setup = EventSetup(DadaoNodes(x0, consts), 1.0, lam, grad, facts)
+        if graphs is not None:  # switch graphs every 1/chi1 time units (spec 1.2)
+            setup.edge_sets = [np.array(sorted(g.edges()), dtype=np.int64) for g in graphs]
+            setup.switch_every = 1.0 / chi1
+        return setup

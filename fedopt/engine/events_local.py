@@ -24,6 +24,7 @@ from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError
 from fedopt.events import PoissonEventStream
 from fedopt.events.simulate import apply_block, edge_arrays
+from fedopt.events.stream import SwitchingEventStream
 from fedopt.network.meter import Meter
 from fedopt.problems import PROBLEMS
 
@@ -42,11 +43,6 @@ def run_events(
         raise ConfigError(
             f"engine.kind: {cfg.algorithm.name!r} runs on the event schedule, which the "
             f"{cfg.engine.kind!r} engine does not support yet; use engine.kind: local"
-        )
-    if topo.is_time_varying:
-        raise ConfigError(
-            f"topology.name: time-varying topologies are not supported by "
-            f"{cfg.algorithm.name!r} yet; use a static graph"
         )
     if not any(
         v is not None for v in (stop.sim_time_s, stop.events, stop.gradients, stop.communications)
@@ -67,15 +63,32 @@ def run_events(
     )
     setup = ALGORITHMS.get(cfg.algorithm.name).build_events(cfg.algorithm, plan, oracle)
     nodes, grad = setup.nodes, setup.grad
-    edges = edge_arrays(topo.edges)
-    stream = PoissonEventStream(
-        n,
-        edges,
-        setup.node_rate,
-        setup.edge_rate_total / len(edges),
-        cfg.seed,
-        cfg.engine.event_block,
-    )
+    stream: Any
+    if setup.edge_sets is not None and setup.switch_every is not None:
+        stream = SwitchingEventStream(
+            n,
+            setup.edge_sets,
+            setup.node_rate,
+            setup.edge_rate_total,
+            setup.switch_every,
+            cfg.seed,
+            cfg.engine.event_block,
+        )
+    elif topo.is_time_varying:
+        raise ConfigError(
+            f"topology.name: {cfg.algorithm.name!r} does not support time-varying "
+            "topologies yet; use a static graph"
+        )
+    else:
+        edges = edge_arrays(topo.edges)
+        stream = PoissonEventStream(
+            n,
+            edges,
+            setup.node_rate,
+            setup.edge_rate_total / len(edges),
+            cfg.seed,
+            cfg.engine.event_block,
+        )
     rows = torch.arange(n)
     meter = Meter(len(topo.edges), cfg.network.header_bytes, enabled=meter_enabled)
     nbytes = meter.message_bytes(oracle.dim, torch.float64)

@@ -101,3 +101,76 @@ class PoissonEventStream:
         return EventBlock(
             times, is_edge.astype(np.int8), a.astype(np.int64), b.astype(np.int64), k * self.block
         )
+
+
+class SwitchingEventStream:
+    """Poisson clocks on a graph that switches every ``switch_every`` time units.
+
+    Segment ``s`` (times ``[s T, (s + 1) T)``) uses ``edge_sets[s mod K]`` with the total
+    gossip rate split evenly over that graph's edges. Poisson processes are memoryless,
+    so restarting the clocks at each switch (a fresh stream keyed by (seed, segment))
+    is exact. Same interface as :class:`PoissonEventStream`.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        edge_sets: list[np.ndarray],
+        node_rate: float,
+        edge_rate_total: float,
+        switch_every: float,
+        seed: int,
+        block: int = 4096,
+    ) -> None:
+        if switch_every <= 0:
+            raise ValueError(f"switch_every must be > 0, got {switch_every}")
+        self.n, self.edge_sets, self.block = n, edge_sets, block
+        self.node_rate, self.edge_rate_total = node_rate, edge_rate_total
+        self.switch_every, self.seed = switch_every, seed
+        self._segment = -1
+        self._inner: PoissonEventStream | None = None
+        self._streams: dict[int, PoissonEventStream] = {}
+        self._count = 0
+
+    def _start(self, segment: int) -> None:
+        """Restart the clocks at a switch: graph ``segment mod K``, fresh random key."""
+        k = segment % len(self.edge_sets)
+        if k not in self._streams:  # one stream (rates, CDF) per graph, re-keyed per segment
+            total = self.n * self.node_rate + self.edge_rate_total
+            inner_block = max(8, int(2 * total * self.switch_every) + 1)
+            edges = self.edge_sets[k]
+            self._streams[k] = PoissonEventStream(
+                self.n, edges, self.node_rate, self.edge_rate_total / len(edges), 0, inner_block
+            )
+        inner = self._streams[k]
+        inner.seed = int(rng.numpy_seed(self.seed, "segment", segment))
+        inner._next_block = 0
+        inner._clock = segment * self.switch_every
+        self._inner = inner
+        self._segment = segment
+
+    def next_block(self) -> EventBlock:
+        """The next ``block`` events in time order (a block may span graph switches)."""
+        if self._inner is None:
+            self._start(0)
+        parts: list[EventBlock] = []
+        got = 0
+        while got < self.block:
+            end = (self._segment + 1) * self.switch_every
+            blk = self._inner.next_block()  # type: ignore[union-attr]
+            keep = int(np.searchsorted(blk.time, end, side="left"))
+            if keep:
+                parts.append(blk)
+                got += keep
+                parts[-1] = EventBlock(blk.time[:keep], blk.kind[:keep], blk.a[:keep], blk.b[:keep])
+            if keep < len(blk.time):
+                self._start(self._segment + 1)
+        out = EventBlock(
+            np.concatenate([p.time for p in parts]),
+            np.concatenate([p.kind for p in parts]),
+            np.concatenate([p.a for p in parts]),
+            np.concatenate([p.b for p in parts]),
+            self._count,
+        )
+        self._count += len(out.time)
+        return out

@@ -19,6 +19,7 @@ Instances are picklable (the cache is dropped when pickling).
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -257,3 +258,52 @@ def _greedy_matching(
     if not out_a:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(out_a), np.concatenate(out_b)
+
+
+@TOPOLOGIES.register("random_geometric_sequence")
+class RandomGeometricSequence(_Schedule):
+    """A cycle of ``count`` connected random geometric graphs (DADAO's time-varying setting).
+
+    Graph ``k`` places ``n`` points uniformly in the unit square (seeded by (seed, k)),
+    links points closer than ``radius``, and is made connected by linking the first node
+    of each connected component to the first node of the next. Round ``t`` uses graph
+    ``t mod count`` with Metropolis weights; event schedules switch graphs in continuous
+    time (DADAO: every ``1 / chi1`` time units). Reference: Nabli & Oyallon, ICML 2023.
+    """
+
+    rule = "Metropolis on a cycle of connected random geometric graphs"
+
+    def __init__(self, n: int, *, seed: int, count: int = 50, radius: float = 0.4) -> None:
+        super().__init__(n, seed)
+        if self.n < 2:
+            raise ConfigError(f"topology.n: random_geometric_sequence needs n >= 2, got {n}")
+        if int(count) < 1:
+            raise ConfigError(f"topology.params.count: must be >= 1, got {count}")
+        if not 0 < float(radius) <= math.sqrt(2):
+            raise ConfigError(f"topology.params.radius: must be in (0, 1.42], got {radius}")
+        self.count = int(count)
+        self.radius = float(radius)
+        self.period = self.count
+        self.cycle = self.count
+        self.graphs = [self._graph(k) for k in range(self.count)]
+
+    def _graph(self, k: int) -> nx.Graph:
+        pts = np.random.default_rng(numpy_seed(self.seed, "topology/rgg", k)).random((self.n, 2))
+        d = np.linalg.norm(pts[:, None] - pts[None], axis=2)
+        i, j = np.nonzero(np.triu(d < self.radius, k=1))
+        g = nx.Graph()
+        g.add_nodes_from(range(self.n))
+        g.add_edges_from(zip(i.tolist(), j.tolist(), strict=True))
+        firsts = sorted(min(c) for c in nx.connected_components(g))
+        g.add_edges_from(itertools.pairwise(firsts))
+        return g
+
+    def _build(self, t: int) -> sp.csr_matrix:
+        from fedopt.topology.mixing import mixing_matrix
+
+        return mixing_matrix(self.graphs[t % self.count], "metropolis")
+
+    def union_edges(self) -> np.ndarray:
+        pairs = {(a, b) for g in self.graphs for a, b in g.edges()}
+        both = {(a, b) for a, b in pairs} | {(b, a) for a, b in pairs}
+        return np.array(sorted(both), dtype=np.int64).reshape(-1, 2)

@@ -110,7 +110,8 @@ def test_disconnected_graph_is_rejected(tmp_path: Path) -> None:
 
 def test_event_stop_rule_needed_and_other_limits() -> None:
     assert "stop.sim_time_s, stop.events" in error_of(stop={"rounds": 10})
-    assert "time-varying" in error_of(topology={"name": "one_peer_exponential", "n": 8})
+    msg = error_of(topology={"name": "one_peer_exponential", "n": 8})
+    assert "needs a sequence of connected graphs" in msg and "random_geometric_sequence" in msg
     assert "engine.kind" in error_of(engine={"kind": "ray"})
     with pytest.raises(ConfigError, match=r"algorithm\.lambda_mix"):
         validate({**EVENT_ENTRIES["dadao"]["raw"], "algorithm": {"name": "dadao", "lambda_mix": 0}})
@@ -124,3 +125,17 @@ def test_rate_below_threshold_warns_and_fails_to_converge() -> None:
         out = run(raw)
     assert any("below the threshold" in str(w.message) for w in caught)
     assert not out.result.records[-1]["relative_sq_distance"] < 1e-3
+
+
+def test_dadao_on_a_time_varying_sequence_of_connected_graphs() -> None:
+    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw["topology"] = {
+        "name": "random_geometric_sequence",
+        "n": 16,
+        "params": {"count": 10, "radius": 0.4},
+    }
+    raw["stop"] = {"sim_time_s": 300.0}
+    out = run(raw)
+    last = out.result.records[-1]
+    assert last["relative_sq_distance"] < 1e-6  # linear rate: ~4e-18 by t=600
+    assert out.result.totals.messages == 2 * last["communications_total"]
