@@ -1,4 +1,4 @@
-"""``fedopt`` command line: run, validate, list, topology, report, bench."""
+"""``fedopt`` command line: run, validate, list, topology, report, bench, cluster, doctor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedopt.errors import ConfigError, EngineError
+from fedopt.errors import ConfigError, EngineError, RunInterrupted
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -187,6 +187,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fedopt`` command."""
     parser = argparse.ArgumentParser(prog="fedopt", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks (for developers)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run an experiment and write its run directory")
@@ -263,16 +266,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fedopt`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``fedopt`` console script.
+
+    User mistakes end with one ``error: ...`` line on stderr and a non-zero exit code
+    (2 for bad input, 1 for run-time failures, ``128 + signum`` for a signal); no
+    traceback reaches the user unless ``--debug`` is given.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args))
     except ConfigError as exc:
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except EngineError as exc:
+        if debug:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except RunInterrupted as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted by SIGINT", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if debug:
+            raise
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(
+            f"error:{where} {exc.strerror or exc}; check the path and its permissions",
+            file=sys.stderr,
+        )
+        return 1
+    except Exception as exc:  # a bug, not a user mistake: one line, --debug for the rest
+        if debug:
+            raise
+        print(
+            f"error: internal error {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -18,6 +18,30 @@ class EngineError(RuntimeError):
     """A worker failed or stalled at run time: the message names its nodes and cause."""
 
 
+class RunDiverged(EngineError):
+    """A run's loss or parameters became NaN or infinite (message: round, nodes, hint)."""
+
+
+class RunInterrupted(Exception):
+    """A run ended by a signal (SIGINT, SIGTERM); the CLI exits with ``128 + signum``.
+
+    Parameters
+    ----------
+    signum
+        The signal number that ended the run.
+    """
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        import signal
+
+        self.signum = int(signum)
+        try:
+            name = signal.Signals(self.signum).name
+        except ValueError:
+            name = f"signal {self.signum}"
+        super().__init__(message or f"interrupted by {name}")
+
+
 def closest(name: str, known: Iterable[str]) -> str | None:
     """Return the known name closest to ``name``, or None when nothing is close."""
     matches = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
