@@ -123,6 +123,18 @@ def row_chunks(n: int, bytes_per_row: int, max_bytes: int = 64 << 20) -> Iterato
 # ----------------------------------------------------------------------------- kernels
 
 
+def _twice(t: torch.Tensor) -> torch.Tensor:
+    """``t`` stacked twice along the batch axis, keeping a transposed view transposed.
+
+    The memory layout picks the kernel (a transposed operand is passed to BLAS as a
+    transpose flag), so the padded batch must have the layout of the original.
+    """
+    if t.stride(-2) == 1 and t.stride(-1) != 1:
+        u = t.transpose(-1, -2)
+        return torch.cat([u, u]).transpose(-1, -2)
+    return torch.cat([t, t])
+
+
 def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.bmm`` whose result for each batch entry does not depend on the batch size.
 
@@ -131,7 +143,7 @@ def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> to
     """
     if a.shape[0] != 1:
         return torch.bmm(a, b, out=out)
-    res = torch.bmm(torch.cat([a, a]), torch.cat([b, b]))[:1]
+    res = torch.bmm(_twice(a), _twice(b))[:1]
     if out is None:
         return res
     return out.copy_(res)
