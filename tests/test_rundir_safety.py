@@ -299,3 +299,21 @@ def test_sigterm_keeps_the_checkpoint_and_resume_matches(tmp_path: Path, capsys)
     assert resumed["params_sha256"] == reference["params_sha256"]
     assert resumed["rounds"] == reference["rounds"] == 400
     assert not ckpt.exists()
+
+
+def test_signal_guard_outside_the_main_thread_installs_nothing() -> None:
+    import threading
+
+    from fedopt.interrupts import SignalGuard
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list[object] = []
+
+    def body() -> None:
+        with SignalGuard():
+            seen.append(signal.getsignal(signal.SIGTERM))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert seen == [before] and signal.getsignal(signal.SIGTERM) == before
