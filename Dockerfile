@@ -11,6 +11,10 @@ COPY fedopt ./fedopt
 RUN pip install .
 COPY topologies ./topologies
 COPY experiments ./experiments
+# `pip install .` puts fedopt in site-packages, away from topologies/: name the folder so
+# registered plug-in topologies (`name: ring_of_cliques`) and `topologies/...` paths
+# resolve as in a source checkout, from any working directory.
+ENV FEDOPT_TOPOLOGIES=/opt/fedopt/topologies
 # Token authentication is always on: RAY_AUTH_TOKEN comes from the env file at run time.
 ENV RAY_AUTH_MODE=token
 CMD ["fedopt", "--help"]

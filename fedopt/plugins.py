@@ -45,22 +45,33 @@ def install(name: str, source: str, origin: str) -> ModuleType:
     return module
 
 
+def find_plugin(raw: str, base_dir: Path | None) -> Path:
+    """Resolve a ``plugins:`` entry: absolute, else ``base_dir`` (the experiment's folder),
+    then the working directory.
+
+    Raises
+    ------
+    ConfigError
+        When the file is in none of those places (the message lists them).
+    """
+    p = Path(raw).expanduser()
+    candidates = [p] if p.is_absolute() else [*([base_dir / p] if base_dir else []), Path.cwd() / p]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        looked = ", ".join(str(c) for c in candidates)
+        raise ConfigError(f"plugins: file {raw!r} not found (looked in: {looked})")
+    return found.resolve()
+
+
 def load_plugins(paths: list[str], base_dir: Path | None) -> dict[str, tuple[str, str]]:
     """Import the plug-in files; return ``{module name: (origin, source)}`` for workers."""
     out: dict[str, tuple[str, str]] = {}
     for raw in paths:
-        p = Path(raw).expanduser()
-        candidates = (
-            [p] if p.is_absolute() else [*([base_dir / p] if base_dir else []), Path.cwd() / p]
-        )
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            looked = ", ".join(str(c) for c in candidates)
-            raise ConfigError(f"plugins: file {raw!r} not found (looked in: {looked})")
+        found = find_plugin(raw, base_dir)
         source = found.read_text()
         name = module_name(found, source)
-        install(name, source, str(found.resolve()))
-        out[name] = (str(found.resolve()), source)
+        install(name, source, str(found))
+        out[name] = (str(found), source)
     return out
 
 

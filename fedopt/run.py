@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +18,17 @@ from fedopt.engine.compile import compile_plan
 from fedopt.engine.local import run_local
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
-from fedopt.errors import ConfigError
+from fedopt.errors import ConfigError, RunDiverged
+from fedopt.interrupts import SignalGuard
 from fedopt.network.meter import node_totals
 from fedopt.results.environment import environment
-from fedopt.results.rundir import RunDirectory, params_digest
+from fedopt.results.inputs import collect_inputs, portable_config, read_inputs
+from fedopt.results.rundir import (
+    RunDirectory,
+    check_output_dir,
+    params_digest,
+    protected_paths,
+)
 
 
 def default_out_dir(config: ExperimentConfig) -> Path:
@@ -39,64 +47,218 @@ def run_experiment(
 ) -> Path:
     """Run ``config`` and return the run directory.
 
-    Everything is validated (topology, requirements, output folder) before the first
-    round; on any error the partial run directory is removed, but a checkpoint written
-    with ``output.checkpoint_every`` stays beside it, and ``resume=True`` continues
-    from it with the same results as an uninterrupted run.
+    Everything is validated (output folder, inputs, topology, requirements) before the
+    first round. The output folder must be new, empty, or (with ``overwrite``) a previous
+    run that fedopt wrote; it is never the working directory, a folder holding the
+    experiment or its inputs, the home directory or ``/``. While the run lasts, SIGTERM and
+    SIGINT raise :class:`~fedopt.errors.RunInterrupted`. On any error or signal the
+    partial run directory is removed, but a checkpoint written with
+    ``output.checkpoint_every`` stays beside it, and ``resume=True`` continues from it
+    with the same results as an uninterrupted run. A run whose loss or parameters become
+    NaN or infinite stops at that record: its directory is kept, marked as diverged in
+    ``summary.json``, and :class:`~fedopt.errors.RunDiverged` is raised.
+
+    Parameters
+    ----------
+    config
+        The validated experiment.
+    base_dir
+        The experiment file's folder: relative input paths resolve there first, and the
+        run directory may not contain it.
+    out_dir
+        The run directory (default: ``output.dir`` or ``runs/<name>``).
+    overwrite
+        Replace a previous run in ``out_dir`` (default: ``output.overwrite``).
+    progress
+        Show a progress bar (default: when stderr is a terminal).
+    resume
+        Continue from the checkpoint beside the run directory.
+
+    Raises
+    ------
+    ConfigError
+        Bad input, an output folder that may not be used, or a missing checkpoint.
+    RunDiverged
+        The loss or some node's parameters became NaN or infinite.
+    RunInterrupted
+        SIGTERM or SIGINT arrived.
     """
+    target = Path(out_dir) if out_dir is not None else default_out_dir(config)
+    replace = overwrite if overwrite is not None else config.output.overwrite
+    inputs = collect_inputs(config, base_dir)
+    protected = protected_paths(base_dir, [item.path for item in inputs])
+    check_output_dir(target, replace, protected)
     plan = compile_plan(config, base_dir=base_dir)
-    target = out_dir or default_out_dir(config)
     ckpt_file = checkpoint_path(target)
     snapshot = load_checkpoint(ckpt_file, config) if resume else None
-    rundir = RunDirectory(target, overwrite if overwrite is not None else config.output.overwrite)
-    bar = None
-    try:
-        rundir.write_yaml("config.yaml", config.model_dump(mode="json"))
-        total = config.stop.rounds
-        show = progress if progress is not None else sys.stderr.isatty()
-        if show:
-            from tqdm import tqdm
+    with SignalGuard() as guard:
+        rundir: RunDirectory | None = None
+        bar = None
+        try:
+            with guard.deferred():
+                rundir = RunDirectory(target, replace, protected, name=config.name)
+            contents, input_records = read_inputs(inputs)
+            for rel, data in contents.items():
+                rundir.write_bytes(rel, data)
+            saved = portable_config(config.model_dump(mode="json"), inputs)
+            rundir.write_yaml("config.yaml", saved)
+            show = progress if progress is not None else sys.stderr.isatty()
+            if show:
+                from tqdm import tqdm
 
-            bar = tqdm(total=total, desc=config.name, unit="round", leave=False)
+                bar = tqdm(total=config.stop.rounds, desc=config.name, unit="round", leave=False)
+            watch = DivergenceWatch(config)
+            sink = rundir
 
-        def on_record(rec: dict[str, Any]) -> None:
-            rundir.append_metric(rec)
+            def on_record(rec: dict[str, Any]) -> None:
+                watch.check(rec)
+                sink.append_metric(rec)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{rec['loss']:.4g}", sim_s=f"{rec['sim_time_s']:.3g}")
+
+            def on_restore(records: list[dict[str, Any]]) -> None:
+                for rec in records:
+                    watch.check(rec)
+                sink.reset_metrics(records)
+
+            def on_round(t: int) -> None:
+                if bar is not None:
+                    bar.update(1)
+
+            def on_checkpoint(ckpt: dict[str, Any]) -> None:
+                with guard.deferred():  # a signal waits until the checkpoint is whole
+                    save_checkpoint(ckpt_file, config, ckpt)
+
+            try:
+                out = execute(
+                    plan,
+                    on_record=on_record,
+                    on_round=on_round,
+                    resume=snapshot,
+                    on_checkpoint=on_checkpoint,
+                    on_restore=on_restore,
+                )
+            except RunDiverged as exc:
+                if watch.diverged is None:
+                    raise
+                env = environment(config.seed, torch.get_num_threads(), config.engine.device)
+                env["engine"] = config.engine.kind
+                env["inputs"] = input_records
+                rundir.write_json("env.json", env)
+                rundir.write_json("summary.json", watch.summary(plan))
+                with guard.deferred():
+                    path = rundir.commit()
+                    rundir = None  # committed: nothing to clean up
+                    ckpt_file.unlink(missing_ok=True)
+                last = watch.diverged["last_finite_round"]
+                kept = f"the records up to round {last}" if last is not None else "no records"
+                raise RunDiverged(
+                    f"{exc}. The run directory {str(path)!r} keeps {kept} "
+                    "(summary.json: stop_reason 'diverged')"
+                ) from None
+            result = out.result
+            env = environment(config.seed, out.threads, out.device)
+            env["engine"] = config.engine.kind
+            env["workers"] = out.workers
+            env["inputs"] = input_records
+            rundir.write_json("env.json", env)
+            _write_comm(rundir, plan, out)
+            summary = summarize(config, plan, result)
+            rundir.write_json("summary.json", summary)
+            rundir.save_array("final_model.npy", result.final_model.to(result.final_params.dtype))
+            if result.final_params.numel() <= config.output.save_params_max:
+                rundir.save_array("final_params.npy", result.final_params)
+                rundir.save_array("final_ids.npy", result.final_ids)
+            with guard.deferred():
+                path = rundir.commit()
+                rundir = None  # committed: nothing to clean up
+                ckpt_file.unlink(missing_ok=True)
+            return path
+        except BaseException:
+            if rundir is not None:
+                with guard.deferred(raise_pending=False):
+                    rundir.abort()
+            raise
+        finally:
             if bar is not None:
-                bar.set_postfix(loss=f"{rec['loss']:.4g}", sim_s=f"{rec['sim_time_s']:.3g}")
+                bar.close()
 
-        def on_round(t: int) -> None:
-            if bar is not None:
-                bar.update(1)
 
-        out = execute(
-            plan,
-            on_record=on_record,
-            on_round=on_round,
-            resume=snapshot,
-            on_checkpoint=lambda ck: save_checkpoint(ckpt_file, config, ck),
-            on_restore=rundir.reset_metrics,
+class DivergenceWatch:
+    """Stops a run at the first record whose loss or parameters are NaN or infinite.
+
+    Parameters
+    ----------
+    config
+        The experiment (for the hint: its ``algorithm.lr``).
+    """
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.last: dict[str, Any] | None = None
+        self.diverged: dict[str, Any] | None = None
+
+    def check(self, rec: dict[str, Any]) -> None:
+        """Remember a finite record; raise :class:`RunDiverged` for a non-finite one."""
+        loss = rec.get("loss")
+        finite = isinstance(loss, (int, float)) and math.isfinite(loss)
+        if finite and not rec.get("nonfinite_count"):
+            self.last = rec
+            return
+        last = self.last
+        self.diverged = {
+            "round": int(rec["round"]),
+            "loss": loss if finite else str(loss),
+            "nodes": list(rec.get("nonfinite_nodes", [])),
+            "nonfinite_nodes_count": int(rec.get("nonfinite_count", 0)),
+            "last_finite_round": None if last is None else int(last["round"]),
+            "last_finite_loss": None if last is None else float(last["loss"]),
+        }
+        raise RunDiverged(self.message())
+
+    def message(self) -> str:
+        """One line: the round, the loss, which nodes, the last finite loss, a hint."""
+        d = self.diverged
+        assert d is not None
+        parts = [f"the run diverged at round {d['round']}: loss is {d['loss']}"]
+        count = d["nonfinite_nodes_count"]
+        if count:
+            ids = ", ".join(str(i) for i in d["nodes"])
+            more = ", ..." if count > len(d["nodes"]) else ""
+            have = "node has" if count == 1 else "nodes have"
+            parts.append(f"{count} {have} NaN or infinite parameters (ids {ids}{more})")
+        if d["last_finite_round"] is not None:
+            parts.append(
+                f"last finite loss {d['last_finite_loss']:.6g} at round {d['last_finite_round']}"
+            )
+        lr = getattr(self.config.algorithm, "lr", None)
+        hint = (
+            f"lower algorithm.lr (now {lr:g})"
+            if isinstance(lr, (int, float))
+            else "lower the algorithm's step size"
         )
-        result = out.result
-        env = environment(config.seed, out.threads, out.device)
-        env["engine"] = config.engine.kind
-        env["workers"] = out.workers
-        rundir.write_json("env.json", env)
-        _write_comm(rundir, plan, out)
-        summary = summarize(config, plan, result)
-        rundir.write_json("summary.json", summary)
-        rundir.save_array("final_model.npy", result.final_model.to(result.final_params.dtype))
-        if result.final_params.numel() <= config.output.save_params_max:
-            rundir.save_array("final_params.npy", result.final_params)
-            rundir.save_array("final_ids.npy", result.final_ids)
-        path = rundir.commit()
-        ckpt_file.unlink(missing_ok=True)
-        return path
-    except BaseException:
-        rundir.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        return "; ".join(parts) + f". To fix it, {hint} and run again"
+
+    def summary(self, plan: Plan) -> dict[str, Any]:
+        """``summary.json`` of a diverged run: what is known up to the last finite record."""
+        config = self.config
+        last = self.last or {}
+        out: dict[str, Any] = {
+            "name": config.name,
+            "algorithm": config.algorithm.name,
+            "topology": plan.topology.name,
+            "problem": config.problem.name,
+            "n": plan.topology.n,
+            "seed": config.seed,
+            "rounds": self.diverged["round"] if self.diverged else last.get("round", 0),
+            "stop_reason": "diverged",
+            "diverged": self.diverged,
+            "final_loss": last.get("loss"),
+        }
+        for key in ("sim_time_s", "messages_total", "bytes_total"):
+            if key in last:
+                out[key] = last[key]
+        return out
 
 
 def checkpoint_path(target: Path) -> Path:
@@ -105,16 +267,34 @@ def checkpoint_path(target: Path) -> Path:
 
 
 def config_digest(config: ExperimentConfig) -> str:
-    """Hash of everything that determines a run's numbers (output settings excluded)."""
+    """Hash of everything that determines a run's numbers (output settings excluded).
+
+    Input files count by file name, not folder: the ``config.yaml`` a run directory saves
+    names its copies (``inputs/graph.py:fn``) and hashes like the experiment it came from
+    (``../topologies/graph.py:fn``).
+    """
+    from fedopt.topology.custom import GRAPH_EXTS, split_plugin
+
     data = config.model_dump(mode="json", exclude={"output"})
+    data["plugins"] = [Path(p).name for p in data["plugins"]]
+    name = data["topology"]["name"]
+    parts = split_plugin(name)
+    if parts is not None:
+        data["topology"]["name"] = f"{Path(parts[0]).name}:{parts[1]}"
+    elif name.endswith(GRAPH_EXTS):
+        data["topology"]["name"] = Path(name).name
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def save_checkpoint(path: Path, config: ExperimentConfig, ckpt: dict[str, Any]) -> None:
     """Write a checkpoint atomically (temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config_sha256": config_digest(config), **ckpt}, tmp)
-    tmp.replace(path)
+    try:
+        torch.save({"config_sha256": config_digest(config), **ckpt}, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, config: ExperimentConfig) -> dict[str, Any]:

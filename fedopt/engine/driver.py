@@ -88,6 +88,31 @@ class RunResult:
     totals: MeterTotals = field(default_factory=MeterTotals)
 
 
+NONFINITE_SHOWN = 8
+"""How many ids of nodes with non-finite parameters a record names."""
+
+
+def mark_nonfinite(rec: dict[str, Any], ids: torch.Tensor, params: torch.Tensor) -> None:
+    """Add ``nonfinite_count`` and ``nonfinite_nodes`` to ``rec`` for rows holding NaN or inf.
+
+    Parameters
+    ----------
+    rec
+        The evaluation record (changed in place only when some row holds NaN or inf).
+    ids
+        Node id of each row of ``params``, ascending.
+    params
+        ``[nodes, dim]`` reported parameters.
+    """
+    if params.numel() == 0:
+        return
+    bad = ~torch.isfinite(params.reshape(len(ids), -1)).all(dim=1)
+    count = int(bad.sum())
+    if count:
+        rec["nonfinite_count"] = count
+        rec["nonfinite_nodes"] = [int(i) for i in ids[bad][:NONFINITE_SHOWN]]
+
+
 def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
     ids, params = zip(*group.outputs(), strict=True)
     ids_t = torch.cat([i.to(torch.int64) for i in ids])
@@ -179,6 +204,7 @@ def run_schedule(
         if "mean_sq_distance" in rec:  # relative to the start, as the event schedule reports
             start = records[0]["mean_sq_distance"] if records else rec["mean_sq_distance"]
             rec["relative_sq_distance"] = rec["mean_sq_distance"] / start if start > 0 else 0.0
+        mark_nonfinite(rec, ids, params)
         records.append(rec)
         on_record(rec)
         return metrics

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from fedopt.engine.driver import RunResult
+from fedopt.engine.driver import RunResult, mark_nonfinite
 from fedopt.engine.events_worker import EventWorker, StepResult
 from fedopt.engine.local import configure_threads
 from fedopt.engine.output import EngineOutput
@@ -137,6 +137,7 @@ def drive_events(
         if x_star is not None:
             rec["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
             rec["relative_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean()) / d0
+        mark_nonfinite(rec, rows, x)
         records.append(rec)
         on_record(rec)
         return rec

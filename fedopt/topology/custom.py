@@ -26,6 +26,7 @@ import hashlib
 import importlib.util
 import inspect
 import math
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -48,8 +49,21 @@ _PLUGIN_FAILURES: dict[Path, str] = {}
 _PLUGINS_SCANNED = False
 
 
+TOPOLOGIES_ENV = "FEDOPT_TOPOLOGIES"
+"""Environment variable naming the ``topologies/`` folder (set in the Docker image)."""
+
+
 def repo_topologies_dir() -> Path:
-    """The repository's ``topologies/`` folder (next to the ``fedopt`` package)."""
+    """The repository's ``topologies/`` folder.
+
+    ``$FEDOPT_TOPOLOGIES`` when set, else the folder next to the ``fedopt`` package (a
+    source checkout or an editable install). A non-editable install (``pip install .``,
+    the Docker image) has no such folder beside the package, so the image sets the
+    variable to its copy of ``topologies/``.
+    """
+    env = os.environ.get(TOPOLOGIES_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
     return Path(__file__).resolve().parents[2] / "topologies"
 
 

@@ -23,7 +23,7 @@ from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.placement import shard_nodes
 from fedopt.engine.worker import EvalPartial
-from fedopt.errors import ConfigError, EngineError
+from fedopt.errors import ConfigError, EngineError, RunDiverged
 from fedopt.network.meter import MeterTotals
 
 TOKEN_HINT = (
@@ -235,7 +235,11 @@ def run_ray(
                     restarts=restarts,
                 )
             except EngineError as exc:
-                if restarts >= eng.max_restarts or latest["ckpt"] is None:
+                if (
+                    isinstance(exc, RunDiverged)  # a restart would diverge the same way
+                    or restarts >= eng.max_restarts
+                    or latest["ckpt"] is None
+                ):
                     raise
                 restarts += 1
                 logging.getLogger("fedopt").warning(
