@@ -35,10 +35,10 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.algorithms.base import Algorithm, AlgorithmConfig, Constant, State, WorkerContext
 from fedopt.errors import ConfigError
 from fedopt.robust import make_aggregator, make_attack, make_drift
-from fedopt.robust.aggregators import Aggregator
+from fedopt.robust.aggregators import Aggregator, rule_constants
 
 
 class RobustP2PConfig(AlgorithmConfig):
@@ -155,6 +155,22 @@ class RobustP2P(Algorithm):
         if ctx.byzantine is not None and f_actual:
             spec = ctx.byzantine.attack
             self.attack = make_attack(spec.name, **spec.params())
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """f, what each node aggregates, the rule's parameters and the lr schedule."""
+        cfg = self.config
+        every = cfg.lr_decay_every
+        sched = f"{cfg.lr:g} / (1 + floor(t / {every}))" if every else f"{cfg.lr:g}"
+        return {
+            "f": self.f,
+            "byzantine": len(self.byzantine),
+            "honest": len(self.honest),
+            "received": self.received,
+            "honest_picks": self.picks,
+            **rule_constants(self.rule),
+            "lr_schedule": sched,
+            "momentum": cfg.momentum,
+        }
 
     # -- state ----------------------------------------------------------------------
     def init_state(self) -> State:

@@ -533,6 +533,13 @@ def krum_scores(rec: Received, f: int) -> Tensor:
 
 
 # ------------------------------------------------------------------- factory
+def rule_constants(rule: Aggregator, prefix: str = "aggregator") -> dict[str, Any]:
+    """The rule's name and hyperparameters as flat constants (``aggregator.f``, ...)."""
+    out: dict[str, Any] = {prefix: rule.name}
+    out.update({f"{prefix}.{fl.name}": getattr(rule, fl.name) for fl in fields(rule)})
+    return out
+
+
 def make_aggregator(name: str, **params: Any) -> Aggregator:
     """Build the aggregator registered as ``name`` from its hyperparameters.
 
