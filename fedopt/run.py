@@ -390,6 +390,7 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "final_loss": last["loss"],
         "final_consensus_distance": last["consensus_distance"],
         "params_sha256": params_digest(result.final_ids, result.final_params),
+        "derived": dict(getattr(result, "derived", {})),  # Algorithm.derived_constants
     }
     for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt"):
         if key in last:

@@ -49,7 +49,7 @@ per node.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import scipy.sparse as sp
@@ -57,7 +57,14 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    Constant,
+    State,
+    WorkerContext,
+)
 from fedopt.algorithms.dadao import time_varying_graphs, worker_curvature
 from fedopt.algorithms.laplacian_gossip import (
     LaplacianMember,
@@ -147,6 +154,7 @@ class ADOMPlus(Algorithm):
         topo = ctx.comm.topology
         members = topology_members(topo, cfg.name)
         chi = graph_chi(members)
+        self.chi_graph = chi
         self.steps = consensus_steps(chi, cfg.multi_consensus)
         self.chi = MC_CHI if cfg.multi_consensus else chi
         self.mu, self.L = mu, L
@@ -156,6 +164,18 @@ class ADOMPlus(Algorithm):
             shifted(m.lap, 1.0 / m.lam_max) if cfg.multi_consensus else scaled(m.lap, 1 / m.lam_max)
             for m in members
         ]
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """mu, L, chi, gossip steps per round and every step size and momentum."""
+        return {
+            "mu": self.mu,
+            "L": self.L,
+            "chi": self.chi,
+            "graph_chi": self.chi_graph,
+            "consensus_steps": self.steps,
+            "graphs": len(self._ops),
+            **asdict(self.consts),
+        }
 
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: Any) -> None:

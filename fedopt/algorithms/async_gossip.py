@@ -7,7 +7,6 @@ so both spend the same communication budget).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
@@ -16,10 +15,9 @@ from pydantic import Field
 
 from fedopt import rng
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
-from fedopt.algorithms.dadao import time_varying_graphs
+from fedopt.algorithms.dadao import graph_chi, time_varying_graphs
 from fedopt.events.gossip import GossipNodes
 from fedopt.events.stream import edge_rate_attribute
-from fedopt.topology import spectral_facts
 
 
 class AsyncGossipSGDConfig(AlgorithmConfig):
@@ -44,10 +42,8 @@ class AsyncGossipSGD(EventAlgorithm):
     @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
         graphs = time_varying_graphs(plan)
-        each = [spectral_facts(g) for g in (graphs or [plan.topology.graph])]
-        chi1 = max(float(f["dadao_chi1"]) for f in each)
-        chi2 = max(float(f["dadao_chi2"]) for f in each)
-        rate = config.gossip_rate or math.sqrt(2 * chi1 * chi2)  # DADAO's lambda_mix
+        chi = graph_chi(plan, graphs)
+        rate = config.gossip_rate or chi["lambda_mix"]  # DADAO's lambda_mix
         dtype = getattr(oracle, "dtype", torch.float32)
         seed = plan.config.seed
 
@@ -62,12 +58,12 @@ class AsyncGossipSGD(EventAlgorithm):
             return out
 
         x0 = oracle.init_params(torch.arange(plan.topology.n))
-        setup = EventSetup(
-            GossipNodes(x0, config.lr), 1.0, rate, grad, {"gossip_rate": rate}, message="x"
-        )
+        facts = {"lr": config.lr, "gossip_rate": rate, "chi1": chi["chi1"], "chi2": chi["chi2"]}
+        setup = EventSetup(GossipNodes(x0, config.lr), 1.0, rate, grad, facts, message="x")
         if graphs is None:  # per-edge clocks from the graph file's `rate` attribute
             setup.edge_weights = edge_rate_attribute(plan.topology, config.name)
         if graphs is not None:  # switch as DADAO does, on the same sequence
             setup.edge_sets = [np.array(sorted(g.edges()), dtype=np.int64) for g in graphs]
-            setup.switch_every = 1.0 / chi1
+            setup.switch_every = chi["switch_every"]
+            facts.update(switch_every=setup.switch_every, graphs=len(graphs))
         return setup

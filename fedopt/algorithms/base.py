@@ -18,11 +18,13 @@ worker hosts all nodes (local engine) or a shard (Ray engine).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
@@ -36,6 +38,29 @@ if TYPE_CHECKING:
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", field="algorithm.name")
 
 State = dict[str, torch.Tensor]
+Constant = float | int | str
+"""A derived constant as written to ``summary.json`` (see :meth:`Algorithm.derived_constants`)."""
+
+
+def plain_constants(values: Mapping[str, Any]) -> dict[str, Constant]:
+    """``values`` as JSON-ready constants: numpy and torch scalars become Python numbers.
+
+    ``None`` values (a constant that does not apply) are left out; booleans are kept as
+    such; infinite or NaN floats and anything else that is not a number are written as
+    their ``str`` (``"inf"``), so the file stays valid JSON.
+    """
+    out: dict[str, Constant] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, (torch.Tensor, np.generic)):
+            value = value.item()
+        if not isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            value = str(value)
+        out[str(key)] = value
+    return out
 
 
 class AlgorithmConfig(BaseModel):
@@ -118,7 +143,9 @@ class EventSetup:
     clock) and gossip clocks at ``edge_rate_total`` in total (split evenly over edges);
     ``grad(nodes, x, event_ids)`` gives the local gradients. Methods that compute
     gradients at edge events (dual methods: one per endpoint) declare how many with
-    ``grads_per_edge_event``; the driver adds them to the gradient count.
+    ``grads_per_edge_event``; the driver adds them to the gradient count. ``facts`` are
+    the constants the algorithm derived (mu, L, chi_1, rates, step sizes, ...): an event
+    algorithm's :meth:`Algorithm.derived_constants`, written to ``summary.json``.
     """
 
     nodes: Any
@@ -165,6 +192,18 @@ class Algorithm(ABC):
         Evaluation uses their average ``x_bar``; consensus distance is the mean squared
         distance of these rows to ``x_bar``.
         """
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """Constants this algorithm derived at set-up, for ``summary.json``'s ``derived``.
+
+        Whatever the algorithm computed rather than read from its config: mu and L taken
+        from the problem, graph constants (chi, spectral bounds), step sizes and momenta
+        that follow from them, the robust rule's f and parameters, the learning-rate
+        schedule. Computed in ``__init__`` (every worker derives the same values), so the
+        driver asks a worker for them and never rebuilds the algorithm. Default: none.
+        Event-schedule algorithms return them as :attr:`EventSetup.facts` instead.
+        """
+        return {}
 
     @classmethod
     def build_events(cls, config: AlgorithmConfig, plan: object, oracle: Oracle) -> EventSetup:

@@ -12,7 +12,7 @@ two messages of ``dim`` floats.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import warnings
 from typing import Any, Literal
 
@@ -25,7 +25,8 @@ from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, 
 from fedopt.errors import ConfigError
 from fedopt.events.dadao import DadaoConstants, DadaoNodes
 from fedopt.events.stream import refuse_edge_rates
-from fedopt.topology import spectral_facts
+from fedopt.topology import dadao_constants
+from fedopt.topology.compile import union_graph
 
 
 class DADAOConfig(AlgorithmConfig):
@@ -106,6 +107,26 @@ def time_varying_graphs(plan: Any) -> list[Any] | None:
     return list(graphs)
 
 
+def graph_chi(plan: Any, graphs: list[Any] | None) -> dict[str, Any]:
+    """DADAO's ``chi1``, ``chi2``, ``lambda_mix`` threshold and switching period.
+
+    The worst case over ``graphs`` (a time-varying sequence, spec 1.2 item 5), else the
+    constants of the static graph; computed by
+    :func:`~fedopt.topology.spectral.dadao_constants`, as ``fedopt topology`` prints them.
+    """
+    if graphs is None:
+        topo = plan.topology
+        graphs = [topo.graph if topo.graph is not None else union_graph(topo)]
+    chi = dadao_constants(graphs)
+    if chi["chi1"] is None or chi["chi2"] is None:
+        raise ConfigError(
+            f"topology: the DADAO constants of {plan.topology.name!r} (n={plan.topology.n}) "
+            "could not be computed (effective resistances need n <= 2000, and the Laplacian "
+            "spectrum must converge); use a smaller graph"
+        )
+    return chi
+
+
 @ALGORITHMS.register("dadao")
 class DADAO(EventAlgorithm):
     """DADAO on the event schedule (the round methods are not used)."""
@@ -119,14 +140,9 @@ class DADAO(EventAlgorithm):
         refuse_edge_rates(plan.topology, config.name)
         mu, L = curvature(config, plan.config.problem.name, oracle)
         graphs = time_varying_graphs(plan)
-        if graphs is None:
-            facts = spectral_facts(plan.topology.graph)
-            chi1, chi2 = float(facts["dadao_chi1"]), float(facts["dadao_chi2"])
-        else:  # worst case over the sequence (spec 1.2, item 5)
-            each = [spectral_facts(g) for g in graphs]
-            chi1 = max(float(f["dadao_chi1"]) for f in each)
-            chi2 = max(float(f["dadao_chi2"]) for f in each)
-        threshold = math.sqrt(2 * chi1 * chi2)
+        chi = graph_chi(plan, graphs)
+        chi1, chi2 = chi["chi1"], chi["chi2"]
+        threshold = chi["lambda_mix"]
         lam = config.lambda_mix or threshold
         if lam < threshold:
             warnings.warn(
@@ -140,9 +156,18 @@ class DADAO(EventAlgorithm):
         def grad(rows: torch.Tensor, X: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             return oracle.full_grad(X.to(getattr(oracle, "dtype", X.dtype)), rows)
 
-        facts = {"mu": mu, "L": L, "lambda_mix": lam, "lambda_mix_threshold": threshold}
+        facts: dict[str, Any] = {
+            "mu": mu,
+            "L": L,
+            "chi1": chi1,
+            "chi2": chi2,
+            "lambda_mix": lam,
+            "lambda_mix_threshold": threshold,
+            **{k: float(v) for k, v in dataclasses.asdict(consts).items()},
+        }
         setup = EventSetup(DadaoNodes(x0, consts), 1.0, lam, grad, facts)
         if graphs is not None:  # switch graphs every 1/chi1 time units (spec 1.2)
             setup.edge_sets = [np.array(sorted(g.edges()), dtype=np.int64) for g in graphs]
-            setup.switch_every = 1.0 / chi1
+            setup.switch_every = chi["switch_every"]
+            facts.update(switch_every=setup.switch_every, graphs=len(graphs))
         return setup

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State
+from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, Constant, State
 
 
 class DSGDConfig(AlgorithmConfig):
@@ -75,6 +75,12 @@ class DSGD(Algorithm):
 
     def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ctx.hosted, state["x"]
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """The step-size schedule ``lr_t``."""
+        cfg = self.config
+        sched = f"{cfg.lr:g} / (1 + {cfg.lr_decay:g} t)" if cfg.lr_decay else f"{cfg.lr:g}"
+        return {"lr_schedule": sched}
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:

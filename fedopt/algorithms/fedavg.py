@@ -35,9 +35,17 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    Constant,
+    State,
+    WorkerContext,
+)
 from fedopt.errors import ConfigError
 from fedopt.robust import make_aggregator, make_attack, make_drift
+from fedopt.robust.aggregators import rule_constants
 
 
 class FedAvgConfig(AlgorithmConfig):
@@ -128,6 +136,18 @@ class FedAvg(Algorithm):
         self.client_local = ctx.hosted_with_role("client")
         self.client_ids = ctx.clients
         self._buf: torch.Tensor | None = None
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """Clients sampled per round; with a robust server, the rule, its f and parameters."""
+        clients = len(self.client_ids)
+        out: dict[str, Constant] = {
+            "clients": clients,
+            "sampled_clients": self._sampled_count(self.config, clients),
+            "byzantine": len(self.byzantine),
+        }
+        if self.rule is not None:
+            out.update(rule_constants(self.rule))
+        return out
 
     def init_state(self) -> State:
         """The global model starts at data rank 0's initial draw (on the server only)."""

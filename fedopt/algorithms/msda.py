@@ -46,14 +46,21 @@ refused at compile time, as is a problem without conjugate gradients.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    Constant,
+    State,
+    WorkerContext,
+)
 from fedopt.algorithms.dadao import worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
@@ -125,9 +132,20 @@ class MSDA(Algorithm):
         mu, L = worker_curvature(cfg, ctx)
         (member,) = topology_members(ctx.comm.topology, cfg.name)
         self.mu, self.L = mu, L
+        self.member = member
         self.consts = MSDAConstants.from_problem(mu, L, member)
         # cached here: Comm caches gather plans by the operator's identity
         self._op: sp.csr_matrix = shifted(member.lap, self.consts.c3)
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """mu, L, the Laplacian's extreme eigenvalues and the Chebyshev and step constants."""
+        return {
+            "mu": self.mu,
+            "L": self.L,
+            "lambda_min": self.member.lam_min,
+            "lambda_max": self.member.lam_max,
+            **asdict(self.consts),
+        }
 
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: Any) -> None:

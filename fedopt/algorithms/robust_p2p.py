@@ -28,16 +28,17 @@ must be complete.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.algorithms.base import Algorithm, AlgorithmConfig, Constant, State, WorkerContext
 from fedopt.errors import ConfigError
 from fedopt.robust import make_aggregator, make_attack, make_drift
-from fedopt.robust.aggregators import Aggregator
+from fedopt.robust.aggregators import Aggregator, rule_constants
 
 
 class RobustP2PConfig(AlgorithmConfig):
@@ -101,12 +102,36 @@ class RobustP2P(Algorithm):
         received = n - f
         honest_picks = received - 1 - f_actual
         if honest_picks < 0 or 2 * f >= n:
+            k = min((n - 1) // 2, n - 1 - f_actual)
             raise ConfigError(
                 f"algorithm.f: f={f} with n={n}: every node waits for n - f = {received} "
-                f"vectors, which needs f < n/2; lower algorithm.f"
+                f"vectors, its own and n - 2f - 1 other honest ones among them, which needs "
+                f"f < n/2; set algorithm.f <= {k} (or leave it unset)"
             )
         rule = make_aggregator(cls.aggregator, f=f, **cls.aggregator_params(config))
-        rule.check(received)
+        if received >= rule.min_inputs(f):
+            return
+        field = "byzantine.count" if config.f is None else "algorithm.f"
+        robust = max(g for g in range(n) if n - g >= rule.min_inputs(g))
+        if received >= rule.min_defined(f):
+            warnings.warn(
+                f"{field}: f={f} of n={n} nodes is at or above n/3: each node aggregates "
+                f"n - f = {received} vectors, up to f of them Byzantine, so {rule.name}'s "
+                f"robustness bound m > 2f does not hold and the paper's guarantee (shown for "
+                f"small f/n) does not cover this run. It runs as the reference code does, "
+                f"averaging the n - 2f = {n - 2 * f} nearest vectors; for the guarantee set "
+                f"{field} <= {robust}",
+                stacklevel=2,
+            )
+            return
+        fix = f"set {field} <= {robust}"
+        if config.f is not None and f_actual > robust:
+            fix += f" and byzantine.count <= {robust}"
+        raise ConfigError(
+            f"{field}: f={f} of n={n} nodes: each node aggregates n - f = {received} "
+            f"vectors, but {rule.name} needs at least {rule.min_inputs(f)} "
+            f"({rule._bound_text()}), so f <= {robust} here; {fix}, or add nodes"
+        )
 
     def __init__(self, config: Any, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)
@@ -130,6 +155,22 @@ class RobustP2P(Algorithm):
         if ctx.byzantine is not None and f_actual:
             spec = ctx.byzantine.attack
             self.attack = make_attack(spec.name, **spec.params())
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """f, what each node aggregates, the rule's parameters and the lr schedule."""
+        cfg = self.config
+        every = cfg.lr_decay_every
+        sched = f"{cfg.lr:g} / (1 + floor(t / {every}))" if every else f"{cfg.lr:g}"
+        return {
+            "f": self.f,
+            "byzantine": len(self.byzantine),
+            "honest": len(self.honest),
+            "received": self.received,
+            "honest_picks": self.picks,
+            **rule_constants(self.rule),
+            "lr_schedule": sched,
+            "momentum": cfg.momentum,
+        }
 
     # -- state ----------------------------------------------------------------------
     def init_state(self) -> State:

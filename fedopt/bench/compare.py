@@ -11,6 +11,12 @@ Runs, in one sitting and alternating A B C ... A B C ... (``--repeats`` times):
 
 Prints one JSON line per measurement and a table of medians and ratios to fedopt.
 
+The harnesses (``limit_fedavg.py``, ``limit_gossip_ring.py``, ``flower_fedavg.py``,
+``pfl_fedavg.py``) live outside this package, in the project's ``shared/bench`` folder:
+``--shared PATH``, else the environment variable ``FEDOPT_SHARED_BENCH``, else
+``../shared/bench`` beside the checkout. When a harness is missing there, the comparison
+says which files it looked for and where, and runs the fedopt systems alone.
+
 Usage::
 
     python -m fedopt.bench.compare fedavg-logreg --clients 1000 10000 --repeats 3 \\
@@ -22,10 +28,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+SHARED_ENV = "FEDOPT_SHARED_BENCH"
+"""Environment variable naming the folder of the shared harnesses."""
+DEFAULT_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "bench"
+"""``../shared/bench`` beside the checkout (the project's layout)."""
+LIMITS = {"fedavg-logreg": "limit_fedavg.py", "gossip-ring": "limit_gossip_ring.py"}
+PEERS = ("pfl_fedavg.py", "flower_fedavg.py")
+
+
+def shared_folder(arg: str | None) -> Path:
+    """Folder of the harnesses: ``--shared``, else ``$FEDOPT_SHARED_BENCH``, else the default."""
+    return Path(arg or os.environ.get(SHARED_ENV) or DEFAULT_SHARED)
+
+
+def missing_harnesses(shared: Path, workload: str, peers: bool) -> list[str]:
+    """Names of the harness files ``workload`` needs that are not in ``shared``."""
+    need = [LIMITS[workload], *(PEERS if peers and workload == "fedavg-logreg" else ())]
+    return [name for name in need if not (shared / name).is_file()]
 
 
 def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> dict:
@@ -44,6 +69,7 @@ def _run(cmd: list[str], cwd: Path | None = None, timeout: float = 3600) -> dict
 def fedavg_commands(args: argparse.Namespace, n: int) -> dict[str, tuple[list[str], str]]:
     """name -> (command, throughput key)."""
     py, shared, r = sys.executable, Path(args.shared), str(args.rounds)
+    missing = set(getattr(args, "missing", ()))
     fed = [
         py,
         "-m",
@@ -64,6 +90,8 @@ def fedavg_commands(args: argparse.Namespace, n: int) -> dict[str, tuple[list[st
             "updates_per_s_rounds",
         ),
     }
+    if LIMITS["fedavg-logreg"] in missing:
+        del cmds["limit"]
     if args.meter_overhead:
         cmds["fedopt-no-meter"] = ([*fed, "--no-meter"], "client_updates_per_s")
     if args.ray_actors:
@@ -71,7 +99,8 @@ def fedavg_commands(args: argparse.Namespace, n: int) -> dict[str, tuple[list[st
             [*fed[:-2], "--threads", "1", "--engine", "ray", "--actors", str(args.ray_actors)],
             "client_updates_per_s",
         )
-    if args.peer_python and n <= args.peer_max_clients:
+    peers_here = not missing.intersection(PEERS)
+    if args.peer_python and n <= args.peer_max_clients and peers_here:
         pp = args.peer_python
         cmds["pfl"] = (
             [pp, str(shared / "pfl_fedavg.py"), str(n), r, "--threads", "1"],
@@ -115,6 +144,8 @@ def gossip_commands(args: argparse.Namespace) -> dict[str, tuple[list[str], str]
             "messages_per_s",
         ),
     }
+    if LIMITS["gossip-ring"] in set(getattr(args, "missing", ())):
+        del cmds["limit"]
     if args.meter_overhead:
         cmds["fedopt-no-meter"] = ([*fed, "--no-meter"], "messages_per_s")
     return cmds
@@ -161,13 +192,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument(
-        "--shared", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "bench")
+        "--shared",
+        default=None,
+        help=f"folder of the harnesses (default: ${SHARED_ENV}, else {DEFAULT_SHARED})",
     )
     p.add_argument("--peer-python", help="python with flwr[simulation] and pfl installed")
     p.add_argument("--peer-max-clients", type=int, default=1000, help="skip peers above this N")
     p.add_argument("--meter-overhead", action="store_true", help="also run with metering off")
     p.add_argument("--ray-actors", type=int, default=0, help="also run the Ray engine (K actors)")
     args = p.parse_args(argv)
+    shared = shared_folder(args.shared)
+    args.shared = str(shared)
+    args.missing = missing_harnesses(shared, args.workload, bool(args.peer_python))
+    if args.missing:
+        print(
+            f"compare: {', '.join(args.missing)} not found in {shared}. The batched limit, "
+            f"Flower and pfl run from the harnesses of the project's shared/bench folder: "
+            f"pass --shared PATH or set {SHARED_ENV}=PATH to a folder that holds them. "
+            "Running without the missing ones (fedopt's own systems always run).",
+            file=sys.stderr,
+            flush=True,
+        )
     cases = (
         [(f"N={n}", fedavg_commands(args, n)) for n in args.clients]
         if args.workload == "fedavg-logreg"

@@ -64,7 +64,7 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     if config.byzantine is not None:  # Byzantine nodes hold no data
         problem_cls = PROBLEMS.get(config.problem.name)
         byz = check_byzantine(
-            config.byzantine, topo.n, algo, algo_name, problem_cls, config.problem.name
+            config.byzantine, topo.roles, algo, algo_name, problem_cls, config.problem.name
         )
         holds_data[byz] = False
     data_nodes = np.flatnonzero(holds_data).astype(np.int64)

@@ -33,6 +33,7 @@ class WorkerGroup(Protocol):
     def outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
     def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]: ...
     def meter_totals(self) -> list[MeterTotals]: ...
+    def derived_constants(self) -> dict[str, Any]: ...
     def snapshot(self) -> list[dict[str, Any]]: ...
     def restore(self, snaps: list[dict[str, Any]]) -> None: ...
 
@@ -58,6 +59,9 @@ class LocalGroup:
 
     def meter_totals(self) -> list[MeterTotals]:
         return [w.meter_totals() for w in self.workers]
+
+    def derived_constants(self) -> dict[str, Any]:
+        return self.workers[0].derived_constants()  # every worker derives the same
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [w.snapshot() for w in self.workers]
@@ -86,6 +90,8 @@ class RunResult:
     final_model: torch.Tensor
     x_star: torch.Tensor | None
     totals: MeterTotals = field(default_factory=MeterTotals)
+    derived: dict[str, Any] = field(default_factory=dict)
+    """Constants the algorithm derived (``Algorithm.derived_constants``)."""
 
 
 NONFINITE_SHOWN = 8
@@ -263,6 +269,7 @@ def run_schedule(
         final_model=xbar,
         x_star=x_star,
         totals=_merged_totals(group),
+        derived=group.derived_constants(),
     )
 
 

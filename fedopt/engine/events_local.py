@@ -38,6 +38,8 @@ class EventGroup(Protocol):
 
     def meter_totals(self) -> MeterTotals: ...
 
+    def derived_constants(self) -> dict[str, Any]: ...
+
 
 class LocalEventGroup:
     """One in-process worker hosting every node."""
@@ -53,6 +55,9 @@ class LocalEventGroup:
 
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter.totals
+
+    def derived_constants(self) -> dict[str, Any]:
+        return self.worker.derived_constants()
 
 
 def check_event_stop(plan: Plan) -> None:
@@ -188,4 +193,5 @@ def drive_events(
         final_model=x.mean(0),
         x_star=x_star,
         totals=group.meter_totals(),
+        derived=group.derived_constants(),
     )

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from fedopt.algorithms import ALGORITHMS
-from fedopt.algorithms.base import EventSetup
+from fedopt.algorithms.base import Constant, EventSetup, plain_constants
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError
 from fedopt.events import PoissonEventStream
@@ -243,9 +243,9 @@ class EventWorker:
         x = self.nodes.x
         return ids, (x if self.whole else x[ids]).clone()
 
-    def facts(self) -> dict[str, Any]:
-        """Constants the algorithm derived (rates, mu, L, ...)."""
-        return dict(self.setup.facts)
+    def derived_constants(self) -> dict[str, Constant]:
+        """Constants the algorithm derived (rates, mu, L, ...): ``EventSetup.facts``."""
+        return plain_constants(self.setup.facts)
 
 
 GradFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedopt.algorithms.base import ALGORITHMS, WorkerContext
+from fedopt.algorithms.base import ALGORITHMS, Constant, WorkerContext, plain_constants
 from fedopt.engine.comm import Comm, LocalComm
 from fedopt.engine.plan import Plan
 from fedopt.network.compute_time import ComputeTimeModel
@@ -231,6 +231,10 @@ class Worker:
         self.meter.edge_messages.copy_(snap["edge_messages"])
         self.meter.edge_bytes.copy_(snap["edge_bytes"])
         self.meter.totals = copy.deepcopy(snap["totals"])
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """The constants the algorithm derived (``summary.json``'s ``derived``)."""
+        return plain_constants(self.algorithm.derived_constants())
 
     def meter_totals(self):
         """Message totals metered by this worker."""

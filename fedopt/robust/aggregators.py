@@ -80,7 +80,16 @@ class Aggregator(ABC):
         """Fewest received vectors that tolerate ``f`` faults (default ``2f + 1``)."""
         return 2 * f + 1
 
-    def check(self, n_inputs: int, f: int | None = None) -> None:
+    def min_defined(self, f: int) -> int:
+        """Fewest received vectors for which the rule is defined at all.
+
+        Default :meth:`min_inputs`: the rule refuses to run below its robustness bound.
+        A rule that is still computable below it (NNA) returns less, so that callers
+        can run it there, as reference codes do, with a warning instead of a guarantee.
+        """
+        return self.min_inputs(f)
+
+    def check(self, n_inputs: int, f: int | None = None, *, defined_only: bool = False) -> None:
         """Raise ConfigError unless ``n_inputs`` vectors can tolerate ``f`` faults.
 
         Parameters
@@ -89,9 +98,22 @@ class Aggregator(ABC):
             Number ``m`` of vectors each receiver aggregates.
         f
             Faults to tolerate; default ``self.f``.
+        defined_only
+            Check only that the rule is defined (:meth:`min_defined`), not its
+            robustness bound (:meth:`min_inputs`); used when aggregating.
         """
         f = self.f if f is None else f
         need = self.min_inputs(f)
+        defined = self.min_defined(f)
+        if defined_only and defined < need:
+            if n_inputs < defined:
+                raise ConfigError(
+                    f"{FIELD}: {self.name} is defined only for at least {defined} received "
+                    f"vectors per receiver ({self._defined_text()}), got m={n_inputs} with "
+                    f"f={f}. Fix: lower f below m or let each receiver aggregate at least "
+                    f"{defined} vectors."
+                )
+            return
         if n_inputs < need:
             raise ConfigError(
                 f"{FIELD}: {self.name} needs at least {need} received vectors per receiver "
@@ -101,6 +123,9 @@ class Aggregator(ABC):
 
     def _bound_text(self) -> str:
         return "m > 2f"
+
+    def _defined_text(self) -> str:
+        return self._bound_text()
 
     # ------------------------------------------------------------ aggregation
     def aggregate(self, vectors: Tensor, pivot: Tensor | None = None) -> Tensor:
@@ -135,7 +160,7 @@ class Aggregator(ABC):
         return self.aggregate(vectors, pivot)
 
     def _run(self, rec: Received, pivot: Tensor | None) -> Tensor:
-        self.check(rec.m)
+        self.check(rec.m, defined_only=True)
         if pivot is not None:
             if pivot.shape != (rec.r, rec.d):
                 raise ConfigError(
@@ -242,11 +267,19 @@ class NNA(Aggregator):
     vector, keep the ``m − f`` closest and return their plain average. When the pivot is
     one of the received vectors (P2P: each node's own half step) its distance is exactly
     0, so it is always kept. With ``m = n − f`` received, ``n − 2f`` vectors are averaged.
-    Ties keep the earlier row. Needs ``m > 2f``.
+    Ties keep the earlier row. Its robustness bound is ``m > 2f`` (:meth:`check`); it is
+    defined whenever it keeps at least one vector, ``m > f``, and aggregates there too
+    (the MoNNA reference code runs ``n/3 <= f < n/2``, where ``m = n − f <= 2f``).
     """
 
     uses_pivot: ClassVar[bool] = True
     needs_pivot: ClassVar[bool] = True
+
+    def min_defined(self, f: int) -> int:
+        return f + 1
+
+    def _defined_text(self) -> str:
+        return "it keeps the m − f nearest, so m > f"
 
     def _apply(self, rec: Received, pivot: Tensor | None) -> Tensor:
         keep = rec.m - self.f
@@ -265,7 +298,7 @@ class NNA(Aggregator):
         """
         h = honest.shape[0]
         m = h + copies
-        self.check(m)
+        self.check(m, defined_only=True)
         pivots = honest if pivots is None else pivots.to(honest.dtype)
         keep = m - self.f
         to_honest = torch.cdist(pivots, honest, compute_mode="donot_use_mm_for_euclid_dist")
@@ -431,8 +464,8 @@ class MultiKrum(Aggregator):
     def _bound_text(self) -> str:
         return "m > 2f + 2"
 
-    def check(self, n_inputs: int, f: int | None = None) -> None:
-        super().check(n_inputs, f)
+    def check(self, n_inputs: int, f: int | None = None, *, defined_only: bool = False) -> None:
+        super().check(n_inputs, f, defined_only=defined_only)
         f = self.f if f is None else f
         if self.m_keep is not None and self.m_keep > n_inputs - f:
             raise ConfigError(
@@ -500,6 +533,13 @@ def krum_scores(rec: Received, f: int) -> Tensor:
 
 
 # ------------------------------------------------------------------- factory
+def rule_constants(rule: Aggregator, prefix: str = "aggregator") -> dict[str, Any]:
+    """The rule's name and hyperparameters as flat constants (``aggregator.f``, ...)."""
+    out: dict[str, Any] = {prefix: rule.name}
+    out.update({f"{prefix}.{fl.name}": getattr(rule, fl.name) for fl in fields(rule)})
+    return out
+
+
 def make_aggregator(name: str, **params: Any) -> Aggregator:
     """Build the aggregator registered as ``name`` from its hyperparameters.
 

@@ -13,6 +13,7 @@ updates (server-based). Example::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -57,15 +58,46 @@ class ByzantineConfig(BaseModel):
         return list(range(n - int(self.count or 0), n))
 
 
+def id_ranges(ids: Sequence[int]) -> str:
+    """Sorted ids written as ranges: ``[1, 2, 3, 5]`` -> ``"1..3, 5"``."""
+    parts: list[str] = []
+    ordered = sorted(ids)
+    start = prev = None
+    for i in [*ordered, None]:
+        if start is not None and (i is None or i != prev + 1):
+            parts.append(str(start) if start == prev else f"{start}..{prev}")
+            start = None
+        if i is not None and start is None:
+            start = i
+        prev = i
+    return ", ".join(parts) or "none"
+
+
 def check_byzantine(
     config: ByzantineConfig,
-    n: int,
+    roles: Sequence[str],
     algorithm: Any,
     algorithm_name: str,
     problem_class: Any,
     problem_name: str,
 ) -> list[int]:
-    """Raise :class:`ConfigError` for what the run cannot have; return the ids."""
+    """Raise :class:`ConfigError` for what the run cannot have; return the ids.
+
+    Only participants can be Byzantine: every node but the server (a Byzantine server is
+    not modelled), and the bound ``f < n/2`` counts participants only.
+
+    Parameters
+    ----------
+    config
+        The ``byzantine`` section.
+    roles
+        Role of every node of the compiled topology (``server``, ``client``, ``gossip``).
+    algorithm, algorithm_name
+        The algorithm class (its ``supports_byzantine``) and its name, for messages.
+    problem_class, problem_name
+        The problem class (whether its oracle has labels) and its name.
+    """
+    n = len(roles)
     if not getattr(algorithm, "supports_byzantine", False):
         raise ConfigError(
             f"byzantine: algorithm {algorithm_name!r} does not model Byzantine nodes; "
@@ -79,12 +111,38 @@ def check_byzantine(
                 f"byzantine.nodes: node id {bad[0]} is out of range; the topology has nodes "
                 f"0..{n - 1}"
             )
+    participants = [i for i, r in enumerate(roles) if r != "server"]
     ids = config.ids(n)
-    f = len(ids)
-    if 2 * f >= n:
+    servers = [i for i in ids if roles[i] == "server"]
+    if servers:
+        valid = id_ranges(participants)
+        server = servers[0]
+        if config.nodes is not None:
+            raise ConfigError(
+                f"byzantine.nodes: node {server} has role 'server', but only clients can be "
+                f"Byzantine (a Byzantine server is not modelled); list client ids only "
+                f"(valid ids: {valid})"
+            )
         raise ConfigError(
-            f"byzantine: f={f} Byzantine nodes out of n={n}, but robust learning needs "
-            f"f < n/2 (at most {(n - 1) // 2} here); lower byzantine.count or add nodes"
+            f"byzantine.count: {config.count} makes the last {config.count} node ids "
+            f"{id_ranges(ids)} Byzantine, but node {server} has role 'server' and only "
+            f"clients can be Byzantine (a Byzantine server is not modelled); list client ids "
+            f"in byzantine.nodes instead (valid ids: {valid})"
+        )
+    f, m = len(ids), len(participants)
+    if 2 * f >= m:
+        who = "nodes" if m == n else f"clients (the server does not count; n={n} nodes)"
+        k = (m - 1) // 2
+        if k == 0:
+            field = "byzantine.count" if config.count is not None else "byzantine.nodes"
+            fix = "remove the byzantine section"
+        elif config.count is not None:
+            field, fix = "byzantine.count", f"set byzantine.count <= {k}"
+        else:
+            field, fix = "byzantine.nodes", f"list at most {k} ids in byzantine.nodes"
+        raise ConfigError(
+            f"{field}: f={f} Byzantine out of {m} {who}, but robust learning needs "
+            f"f < n/2 over the participants (at most {k} here); {fix}, or add nodes"
         )
     attack = make_attack(config.attack.name, **config.attack.params())
     if attack.needs_flipped and not getattr(problem_class.oracle_class, "has_labels", False):
@@ -96,4 +154,4 @@ def check_byzantine(
     return ids
 
 
-__all__ = ["ATTACKS", "AttackSpec", "ByzantineConfig", "check_byzantine"]
+__all__ = ["ATTACKS", "AttackSpec", "ByzantineConfig", "check_byzantine", "id_ranges"]

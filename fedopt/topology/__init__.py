@@ -15,9 +15,10 @@ from fedopt.topology.compile import (
     check_topology,
     describe,
     draw,
+    sequence_graphs,
 )
 from fedopt.topology.mixing import mixing_matrix
-from fedopt.topology.spectral import spectral_facts
+from fedopt.topology.spectral import dadao_constants, spectral_facts
 
 __all__ = [
     "LINK_ATTRS",
@@ -28,8 +29,10 @@ __all__ = [
     "assign_star_roles",
     "build_topology",
     "check_topology",
+    "dadao_constants",
     "describe",
     "draw",
     "mixing_matrix",
+    "sequence_graphs",
     "spectral_facts",
 ]

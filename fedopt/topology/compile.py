@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from fedopt.topology.mixing import (
     is_symmetric,
     mixing_matrix,
 )
-from fedopt.topology.spectral import DENSE_MAX_N, spectral_facts
+from fedopt.topology.spectral import _LAPLACIAN_KEYS, DENSE_MAX_N, dadao_constants, spectral_facts
 
 SCHEDULE_CHECK_ROUNDS = 64
 """Rounds of a time-varying schedule whose ``W_t`` are checked by :func:`check_topology`."""
@@ -311,15 +312,64 @@ def check_topology(
 # ------------------------------------------------------------------------- describe/draw
 
 
+def sequence_graphs(plan: TopologyPlan) -> tuple[list[nx.Graph], bool]:
+    """The undirected graphs a time-varying plan switches between, and whether DADAO takes them.
+
+    A schedule with a fixed list of graphs (``random_geometric_sequence``) gives that
+    list: the sequence a DADAO run switches between (``True``). Any other schedule gives
+    the graphs of ``W_t`` over one cycle, or over the first
+    :data:`SCHEDULE_CHECK_ROUNDS` rounds when it is resampled every round (``False``:
+    DADAO refuses such schedules).
+    """
+    fixed = getattr(plan.schedule, "graphs", None)
+    if fixed is not None:
+        return list(fixed), True
+    cycle = getattr(plan.schedule, "cycle", None)
+    rounds = int(cycle) if cycle else SCHEDULE_CHECK_ROUNDS
+    graphs = []
+    for t in range(rounds):
+        w = plan.mixing_at(t).tocoo()
+        off = w.row != w.col
+        g = nx.Graph()
+        g.add_nodes_from(range(plan.n))
+        g.add_edges_from(zip(w.row[off].tolist(), w.col[off].tolist(), strict=True))
+        graphs.append(g)
+    return graphs, False
+
+
+def _time_varying_spectral(plan: TopologyPlan, facts: dict[str, Any]) -> dict[str, Any]:
+    """Relabel the union graph's Laplacian facts and add DADAO's worst case over the sequence."""
+    out = {(f"union_{k}" if k in _LAPLACIAN_KEYS else k): v for k, v in facts.items()}
+    graphs, accepted = sequence_graphs(plan)
+    worst = dadao_constants(graphs)
+    out.update(
+        sequence_members=worst["members"],
+        dadao_chi1_worst=worst["chi1"],
+        dadao_chi2_worst=worst["chi2"],
+        dadao_lambda_mix_worst=worst["lambda_mix"],
+        dadao_switch_every=worst["switch_every"],
+        dadao_accepts=accepted and worst["chi1"] is not None and not math.isinf(worst["chi1"]),
+    )
+    return out
+
+
 def describe(plan: TopologyPlan) -> dict[str, Any]:
     """Summary of a plan: size, degrees, connectivity, diameter, period, spectral facts.
 
     Degrees, edge count and diameter refer to the undirected union graph. ``diameter``
-    is ``None`` when disconnected or ``n > 2000``.
+    is ``None`` when disconnected or ``n > 2000``. For a time-varying plan the Laplacian
+    facts of the union graph are labelled ``union_*``, and ``dadao_chi1_worst``,
+    ``dadao_chi2_worst``, ``dadao_lambda_mix_worst`` and ``dadao_switch_every`` are the
+    worst case over the sequence (:func:`sequence_graphs`), computed by the function a
+    DADAO run uses (:func:`~fedopt.topology.spectral.dadao_constants`); a disconnected
+    member makes ``chi1`` infinite.
     """
     g = union_graph(plan)
     deg = np.array([d for _, d in g.degree()], dtype=np.float64)
     connected = bool(len(_components(plan)) == 1)
+    spectral = spectral_facts(plan)
+    if plan.is_time_varying:
+        spectral = _time_varying_spectral(plan, spectral)
     diameter = None
     if connected and plan.n <= DENSE_MAX_N:
         diameter = int(nx.diameter(g)) if plan.n > 1 else 0
@@ -337,7 +387,7 @@ def describe(plan: TopologyPlan) -> dict[str, Any]:
         "weights_rule": plan.weights_rule,
         "roles": dict(sorted(Counter(plan.roles).items())),
         "link_attrs": sorted(plan.edge_attrs),
-        "spectral": spectral_facts(plan),
+        "spectral": spectral,
     }
 
 

@@ -25,6 +25,7 @@ large); a value whose iteration does not converge is also ``None``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import networkx as nx
@@ -283,3 +284,49 @@ def spectral_facts(graph_or_plan: Any, rule: str | None = None) -> dict[str, Any
         out["second_largest_eigenvalue_modulus"] = slem
     out.update(_laplacian_facts(graph))
     return out
+
+
+def dadao_constants(graphs: Sequence[nx.Graph]) -> dict[str, Any]:
+    """DADAO's ``chi1``, ``chi2`` and ``lambda_mix`` over a graph sequence: the worst case.
+
+    The one implementation behind a DADAO run (and the baselines that share its rates)
+    and ``fedopt topology``. One graph gives its own constants. A time-varying sequence
+    gives the largest ``chi1`` and the largest ``chi2`` of any member (spec ``dadao.md``
+    1.2, item 5: the graph switches every ``1 / chi1`` time units), and ``lambda_mix =
+    sqrt(2 chi1 chi2)`` of those two.
+
+    Parameters
+    ----------
+    graphs
+        Undirected graphs on the same nodes ``0..n-1`` (at least one).
+
+    Returns
+    -------
+    dict
+        ``chi1``, ``chi2``, ``lambda_mix``, ``switch_every = 1 / chi1`` and ``members``
+        (how many graphs were examined). A disconnected member has ``chi1 = inf`` (then
+        ``switch_every`` is ``None``); the members after it are not examined. ``None``
+        marks a value that could not be computed (effective resistances when ``n > 2000``).
+    """
+    if not graphs:
+        raise ValueError("dadao_constants needs at least one graph")
+    chi1: float | None = 0.0
+    chi2: float | None = 0.0
+    members = 0
+    for g in graphs:
+        members += 1
+        facts = _laplacian_facts(g) if g.number_of_nodes() >= 2 else {}
+        c1, c2 = facts.get("dadao_chi1"), facts.get("dadao_chi2")
+        chi1 = None if chi1 is None or c1 is None else max(chi1, float(c1))
+        chi2 = None if chi2 is None or c2 is None else max(chi2, float(c2))
+        if chi1 is not None and math.isinf(chi1):
+            break
+    lam = None if chi1 is None or chi2 is None else math.sqrt(2.0 * chi1 * chi2)
+    switch = None if not chi1 or math.isinf(chi1) else 1.0 / chi1
+    return {
+        "chi1": chi1,
+        "chi2": chi2,
+        "lambda_mix": lam,
+        "switch_every": switch,
+        "members": members,
+    }

@@ -87,3 +87,39 @@ def test_bad_server_rules_are_refused(raw: dict, match: str) -> None:
         raw["algorithm"]["f"] = raw["algorithm"]["aggregator_params"].pop("f")
     with pytest.raises(ConfigError, match=match):
         compile_plan(validate(raw))
+
+
+def _refusal(raw: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        compile_plan(validate(raw))
+    return str(err.value)
+
+
+def test_a_byzantine_server_is_refused_with_the_valid_ids() -> None:
+    raw = fed("median", None)
+    raw["byzantine"] = {"nodes": [0, 5], "attack": {"name": "alie"}}  # node 0: the hub
+    msg = _refusal(raw)
+    assert msg.startswith("byzantine.nodes: node 0 has role 'server'")
+    assert "a Byzantine server is not modelled" in msg and "valid ids: 1..12" in msg
+
+
+def test_byzantine_count_reaching_the_server_is_refused(tmp_path) -> None:
+    plugin = tmp_path / "hub_last.py"
+    plugin.write_text(
+        "import networkx as nx\n\n"
+        "def star(n, *, seed):\n"
+        "    return nx.relabel_nodes(nx.star_graph(n - 1), {i: n - 1 - i for i in range(n)})\n"
+    )
+    raw = fed("median", "alie")
+    raw["topology"] = {"name": f"{plugin}:star", "n": 13}  # the server is node 12
+    msg = _refusal(raw)
+    assert msg.startswith("byzantine.count: 2 makes the last 2 node ids 11..12 Byzantine")
+    assert "node 12 has role 'server'" in msg and "valid ids: 0..11" in msg
+
+
+def test_f_below_half_counts_the_clients_only() -> None:
+    raw = fed("median", None)
+    raw["byzantine"] = {"count": 6, "attack": {"name": "alie"}}  # 6 of 12 clients
+    msg = _refusal(raw)
+    assert msg.startswith("byzantine.count: f=6 Byzantine out of 12 clients")
+    assert "the server does not count; n=13 nodes" in msg and "set byzantine.count <= 5" in msg

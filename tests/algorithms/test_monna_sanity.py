@@ -106,7 +106,15 @@ BASE = experiment(
         ({"byzantine": {"count": 2, "attack": {"name": "nope"}}}, "nope"),
         ({"byzantine": {"count": 2, "attack": {"name": "alie", "sigma": 1}}}, "sigma"),
         ({"algorithm": {"name": "monna", "f": 1}}, "below the 2 Byzantine"),
-        ({"algorithm": {"name": "monna", "f": 5}}, r"n - f = 6|needs at least"),
+        ({"algorithm": {"name": "monna", "f": 6}}, r"algorithm.f: f=6 .* set algorithm.f <= 5"),
+        (
+            {"algorithm": {"name": "mocwtm", "f": 4}},
+            r"algorithm.f: f=4 of n=11 .* trimmed_mean needs at least 9 .* set algorithm.f <= 3",
+        ),
+        (
+            {"algorithm": {"name": "bridge"}, "byzantine": {"count": 4, "attack": {"name": "foe"}}},
+            r"byzantine.count: f=4 of n=11 .* set byzantine.count <= 3, or add nodes",
+        ),
         ({"topology": {"name": "ring", "n": 11}}, "complete graph"),
         ({"algorithm": {"name": "dsgd"}}, "does not model Byzantine"),
         ({"faults": {"drop": 0.1}}, "models missing and slow peers itself"),
@@ -131,3 +139,23 @@ def test_monna_learns_digits_under_label_flipping() -> None:
     first, last = result.records[0], result.records[-1]
     assert first["test_accuracy"] < 0.2 and last["test_accuracy"] > 0.8
     assert result.totals.by_kind["byzantine"][0] == 80 * 2 * 9
+
+
+def test_nna_runs_between_n_over_3_and_n_over_2_with_a_warning() -> None:
+    # n = 16, f = 6: n/3 <= f < n/2, which the MoNNA reference code runs
+    raw = experiment(
+        topology={"name": "complete", "n": 16},
+        algorithm={"name": "monna", "lr": 0.05, "momentum": 0.9},
+        problem=PROBLEM,
+        stop={"rounds": 60},
+        eval={"every": 60},
+        byzantine={"count": 6, "attack": {"name": "sign_flip"}},
+    )
+    with pytest.warns(UserWarning) as caught:
+        _, result, _ = run(raw)
+    (msg,) = [str(w.message) for w in caught if "n/3" in str(w.message)]
+    assert msg.startswith("byzantine.count: f=6 of n=16 nodes is at or above n/3")
+    assert "averaging the n - 2f = 4 nearest" in msg and "byzantine.count <= 5" in msg
+    assert len(result.final_ids) == 10
+    start = 90.0  # about ||x*||^2 (x(0) = 0)
+    assert float(((result.final_params - result.x_star) ** 2).sum(1).mean()) < start / 10

@@ -63,6 +63,7 @@ def test_event_run_on_ray_equals_local(ray_session, case: str, actors: int) -> N
     assert _strip(out.result.records) == _strip(local.result.records)
     assert (out.edge_messages == local.edge_messages).all()
     assert (out.edge_bytes == local.edge_bytes).all()
+    assert out.result.derived == local.result.derived and local.result.derived
     last = out.result.records[-1]
     assert last["events_total"] == last["gradients_total"] + last["communications_total"]
     assert out.result.totals.messages == 2 * last["communications_total"] > 0

@@ -85,3 +85,5 @@ def test_adom_and_msda_on_ray_equal_local_without_given_mu_and_l(ray_session) ->
         out = execute(compile_plan(validate(ray_raw)))
         assert torch.equal(out.result.final_params, local.final_params)
         assert out.result.totals.by_kind == local.totals.by_kind
+        # the driver gets the constants from a worker: the same as the local run's
+        assert out.result.derived == local.derived and {"mu", "L"} <= set(local.derived)

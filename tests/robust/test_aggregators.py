@@ -51,6 +51,13 @@ def test_nna_selection_depends_on_pivot_and_ties_keep_earlier_row():
     assert torch.equal(out[:, 0], t([3.0, 5.0, 3.0]))
 
 
+def test_nna_below_its_bound_averages_the_m_minus_f_nearest_as_the_reference_does():
+    # m = 4 <= 2f: outside the robustness bound, but defined (MoNNA's reference runs it)
+    v = torch.tensor([[[0.0], [1.0], [5.0], [-3.0]]], dtype=torch.float64)
+    out = NNA(f=2).aggregate(v, pivot=v[:, 0])
+    assert out.item() == 0.5  # the pivot and its nearest other vector
+
+
 def test_nna_keeps_pivot_even_when_it_is_the_outlier():
     v = line([0, 1, 2, 3, 50])
     out = NNA(f=2).aggregate(v, pivot=v[:, 4])
@@ -210,7 +217,9 @@ def test_registry_names_and_factory():
 # ---------------------------------------------------------------- bad input
 def test_bound_errors_name_bound_values_and_fix():
     with pytest.raises(ConfigError, match=r"nna needs at least 5 .*m > 2f.*m=4 with f=2"):
-        NNA(f=2).aggregate(torch.zeros(1, 4, 3), torch.zeros(1, 3))
+        NNA(f=2).check(4)
+    with pytest.raises(ConfigError, match=r"nna is defined only for at least 3 .*m=2 with f=2"):
+        NNA(f=2).aggregate(torch.zeros(1, 2, 3), torch.zeros(1, 3))
     with pytest.raises(ConfigError, match=r"trimmed_mean .*m > 2f.*m=6 with f=3"):
         TrimmedMean(f=3).check(6)
     with pytest.raises(ConfigError, match=r"krum needs at least 7 .*m > 2f \+ 2.*m=6 with f=2"):

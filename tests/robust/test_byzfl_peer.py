@@ -104,7 +104,11 @@ def _byzfl() -> tuple[types.ModuleType, types.ModuleType]:
     """Return ByzFL's ``aggregators`` and ``attacks`` modules, or skip."""
     spec = importlib.util.find_spec("byzfl")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("byzfl is not installed (pip install --no-deps 'byzfl==0.0.11')")
+        pytest.skip(
+            "byzfl is not installed: the ByzFL peer checks need it "
+            "(pip install --no-deps 'byzfl==0.0.11')",
+            allow_module_level=True,
+        )
     try:
         import byzfl
 

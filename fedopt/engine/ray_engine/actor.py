@@ -117,6 +117,9 @@ class WorkerActor:
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter_totals()
 
+    def derived_constants(self) -> dict[str, Any]:
+        return self.worker.derived_constants()
+
     def meter_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.worker.meter
         return m.edge_messages, m.edge_bytes

@@ -169,6 +169,10 @@ class RayGroup:
     def meter_totals(self) -> list[MeterTotals]:
         return self.call("meter_totals")
 
+    def derived_constants(self) -> dict[str, Any]:
+        """The algorithm's derived constants, from worker 0 (every worker derives the same)."""
+        return self._get([self.actors[0].derived_constants.remote()], "derived constants")[0]
+
     def snapshot(self) -> list[dict[str, Any]]:
         return self.call("snapshot", self._barrier, what="checkpoint")
 

@@ -80,6 +80,9 @@ class EventActor:
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter.totals
 
+    def derived_constants(self) -> dict[str, Any]:
+        return self.worker.derived_constants()
+
     def meter_edges(self) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.worker.meter
         return m.edge_messages, m.edge_bytes
@@ -110,6 +113,9 @@ class RayEventGroup:
         for t in self.group.call("meter_totals"):
             totals = totals.merge(t)
         return totals
+
+    def derived_constants(self) -> dict[str, Any]:
+        return self.group.derived_constants()
 
 
 def run_ray_events(
