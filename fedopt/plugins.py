@@ -55,9 +55,21 @@ def load_plugins(paths: list[str], base_dir: Path | None) -> dict[str, tuple[str
         )
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
+            folder = next((c for c in candidates if c.is_dir()), None)
+            if folder is not None:
+                raise ConfigError(
+                    f"plugins: {raw!r} is a folder ({folder}), not a Python file; list the "
+                    ".py files inside it"
+                )
             looked = ", ".join(str(c) for c in candidates)
             raise ConfigError(f"plugins: file {raw!r} not found (looked in: {looked})")
-        source = found.read_text()
+        try:
+            source = found.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"plugins: {raw!r} ({found}) is not UTF-8 text (offset {exc.start}); list "
+                "Python source files"
+            ) from None
         name = module_name(found, source)
         install(name, source, str(found.resolve()))
         out[name] = (str(found.resolve()), source)
