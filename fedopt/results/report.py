@@ -141,14 +141,13 @@ def run_labels(paths: list[Path]) -> list[str]:
     parts = [p.absolute().parts for p in paths]
 
     def suffix(i: int, k: int) -> str:
-        return "/".join(parts[i][-k:])
+        return Path(*parts[i][-k:]).as_posix()
 
     labels = []
     for i in range(len(paths)):
         k = 1
-        while k < len(parts[i]) and any(
-            suffix(i, k) == suffix(j, k) for j in range(len(paths)) if j != i
-        ):
+        others = [j for j in range(len(paths)) if parts[j] != parts[i]]
+        while k < len(parts[i]) and any(suffix(i, k) == suffix(j, k) for j in others):
             k += 1
         labels.append(suffix(i, k))
     seen: dict[str, int] = {}
