@@ -197,7 +197,7 @@ PROBES = [
     (
         "--set through a value",
         lambda d: ["validate", str(QUICK), "--set", "seed.x=1"],
-        "seed is a value (0), not a section",
+        "seed is a value, not a section (it is 0)",
     ),
     (
         "--unset a missing key",

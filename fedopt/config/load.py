@@ -259,8 +259,8 @@ def apply_overrides(
             if not isinstance(nxt, dict):
                 where = ".".join(parts[: i + 1])
                 raise ConfigError(
-                    f"--set {item!r}: {where} is a value ({nxt!r}), not a section; set "
-                    f"{where}=... itself or --unset {where} first"
+                    f"--set {item!r}: {where} is a value, not a section (it is {nxt!r}); "
+                    f"set {where}=... itself, or --unset {where} first"
                 )
             node = nxt
         leaf = parts[-1]
