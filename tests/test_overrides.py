@@ -63,6 +63,13 @@ def test_switching_algorithm_drops_the_keys_it_does_not_take(capsys) -> None:
     assert "algorithm.variant: unknown key 'variant'" in capsys.readouterr().err
 
 
+def test_switching_problem_drops_its_keys_too() -> None:
+    notes: list[str] = []
+    data = apply_overrides(read_yaml(QUICK), ["problem.name=logistic"], note=notes.append)
+    assert data["problem"] == {"name": "logistic", "dim": 10}
+    assert [n.split(": dropped ")[1].split("=")[0] for n in notes] == ["problem.mu", "problem.L"]
+
+
 def test_same_name_keeps_every_key() -> None:
     notes: list[str] = []
     data = apply_overrides(read_yaml(QUICK), ["algorithm.name=dsgd"], note=notes.append)
