@@ -6,39 +6,148 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from fedopt.errors import ConfigError, EngineError, RunInterrupted
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
+def _add_set(p: argparse.ArgumentParser, unset: bool = True) -> None:
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a field, e.g. --set algorithm.lr=0.05 (repeatable)",
+        help="override a field, e.g. --set algorithm.lr=0.05 (value parsed as YAML; "
+        "KEY=null sets None); --set algorithm.name=X drops the keys X does not take "
+        "(repeatable)",
     )
+    if unset:
+        p.add_argument(
+            "--unset",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="remove a key so its default applies, e.g. --unset algorithm.lr_decay "
+            "(repeatable; applied before --set)",
+        )
+
+
+def _load_raw(args: argparse.Namespace, path: str) -> dict:
+    """The experiment file with ``--unset``/``--set`` (and engine flags) applied."""
+    from fedopt.config import apply_overrides, read_yaml
+
+    data = read_yaml(path)
+    base = Path(path).resolve().parent
+    overrides = list(getattr(args, "set", []))
+    if getattr(args, "engine", None):
+        overrides.append(f"engine.kind={args.engine}")
+    out = apply_overrides(data, overrides, getattr(args, "unset", []), base_dir=base)
+    ray_flags = [
+        f"--{flag} {getattr(args, flag)}"
+        for flag in ("actors", "address")
+        if getattr(args, flag, None) is not None
+    ]
+    if ray_flags:
+        engine = out.get("engine")
+        kind = engine.get("kind", "local") if isinstance(engine, dict) else "local"
+        if kind != "ray":
+            raise ConfigError(
+                f"{' and '.join(ray_flags)}: only the Ray engine has actors and a cluster "
+                f"address, but this run uses engine.kind={kind!r}; add --engine ray (or "
+                "engine: {kind: ray} in the file), or drop the flag"
+            )
+        if args.actors is not None:
+            out = apply_overrides(out, [f"engine.actors={args.actors}"])
+        if args.address is not None:
+            out = apply_overrides(out, [f"engine.address={args.address}"])
+    return out
 
 
 def _load(args: argparse.Namespace):
-    from fedopt.config import apply_overrides, read_yaml, validate
+    from fedopt.config import validate
 
-    data = read_yaml(args.config)
-    base = Path(args.config).resolve().parent
-    overrides = list(args.set)
-    if getattr(args, "engine", None):
-        overrides.append(f"engine.kind={args.engine}")
-    if getattr(args, "actors", None) is not None:
-        overrides.append(f"engine.actors={args.actors}")
-    if getattr(args, "address", None):
-        overrides.append(f"engine.address={args.address}")
-    return validate(apply_overrides(data, overrides), base)
+    return validate(_load_raw(args, args.config), Path(args.config).resolve().parent)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or its closest ancestor that exists."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_can_create_in(folder: Path, flag: str, value: str) -> None:
+    """Refuse ``value`` unless something can be created inside the existing ``folder``."""
+    import tempfile
+
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{flag} {value!r}: {str(folder)!r} is a file, so nothing can be created under "
+            "it; choose a path in a folder"
+        )
+    try:
+        tempfile.TemporaryDirectory(dir=folder, prefix=".fedopt-probe-").cleanup()
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {value!r}: cannot write in {str(folder)!r} ({exc.strerror or exc}); "
+            "choose a writable folder"
+        ) from None
+
+
+def check_output_folder(value: str | Path, flag: str, *, inside: bool) -> None:
+    """Refuse an output folder that cannot be made or written, before any work is done.
+
+    Parameters
+    ----------
+    value
+        The folder the user named.
+    flag
+        How the user named it (``--out``, ``output.dir``), for the message.
+    inside
+        True when files are written inside the folder itself (``report --out``); False
+        for a run directory, which is built in a sibling and renamed into place.
+    """
+    path = Path(value).expanduser()
+    if inside and path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{flag} {str(value)!r} is a file, not a folder; give a folder for the plots"
+        )
+    start = path if inside else path.parent
+    _check_can_create_in(_nearest_existing(start.absolute()), flag, str(value))
+
+
+def check_png_path(value: str) -> Path:
+    """Check a ``--draw`` target: a ``.png`` file in an existing, writable folder."""
+    path = Path(value).expanduser()
+    if path.suffix.lower() != ".png":
+        raise ConfigError(
+            f"--draw {value!r}: the drawing is a PNG image; give a file name ending in .png"
+        )
+    if path.is_dir():
+        raise ConfigError(f"--draw {value!r} is a folder; give a file name ending in .png")
+    folder = path.absolute().parent
+    if not folder.exists():
+        above = _nearest_existing(folder)
+        if above.is_dir():
+            raise ConfigError(
+                f"--draw {value!r}: folder {str(folder)!r} does not exist; create it first "
+                "(mkdir -p) or pick an existing folder"
+            )
+    _check_can_create_in(_nearest_existing(folder), "--draw", value)
+    return path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from fedopt.run import run_experiment
+    from fedopt.run import default_out_dir, run_experiment
 
     config = _load(args)
+    if args.out:
+        check_output_folder(args.out, "--out", inside=False)
+    else:
+        target = default_out_dir(config)
+        flag = "output.dir" if config.output.dir else "run directory (runs/<name>)"
+        check_output_folder(target, flag, inside=False)
     out = run_experiment(
         config,
         base_dir=Path(args.config).resolve().parent,
@@ -69,52 +178,135 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_text(field: Any) -> str:
+    """How ``fedopt list`` shows a pydantic field's default (``<required>`` for none)."""
+    if field.is_required():
+        return "<required>"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if hasattr(value, "model_dump"):
+            value = value.model_dump(mode="json")
+        return repr(value)
+    return repr(field.default)
+
+
+def _origin(obj: Any) -> str:
+    """`` [plug-in file.py]`` for entries registered by a plug-in file, else ``""``."""
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    name = getattr(module, "__name__", "")
+    if name.startswith(("fedopt_plugin_", "fedopt_user_topology_")):
+        return f"  [plug-in {Path(getattr(module, '__file__', '') or '?').name}]"
+    return ""
+
+
+def _generator_params(fn: Any) -> str:
+    """A topology generator's parameters and defaults besides ``n`` and ``seed``."""
+    import inspect
+
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return ""
+    parts = []
+    for prm in sig.parameters.values():
+        if prm.name in ("self", "n", "seed") or prm.kind is prm.VAR_POSITIONAL:
+            continue
+        if prm.kind is prm.VAR_KEYWORD:
+            parts.append(f"**{prm.name}")
+        elif prm.default is prm.empty:
+            parts.append(f"{prm.name}=<required>")
+        else:
+            parts.append(f"{prm.name}={prm.default!r}")
+    return ", ".join(parts)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from fedopt.algorithms import ALGORITHMS
-    from fedopt.problems import PROBLEMS
-    from fedopt.topology import TOPOLOGIES
-
-    def fields(model: type) -> str:
-        parts = [
-            f"{k}={v.default!r}"
-            for k, v in model.model_fields.items()  # type: ignore[attr-defined]
-            if k != "name"
-        ]
-        return ", ".join(parts)
-
-    print("algorithms:")
-    for name, algo in ALGORITHMS.items():
-        print(f"  {name:<22} {fields(algo.Config)}")
-    print("problems:")
-    for name, prob in PROBLEMS.items():
-        print(f"  {name:<22} {fields(prob.Config)}")
-    print("topologies:")
-    for name, _ in TOPOLOGIES.items():
-        print(f"  {name}")
+    from dataclasses import MISSING
     from dataclasses import fields as dc_fields
 
+    from fedopt.algorithms import ALGORITHMS
+    from fedopt.plugins import load_plugins
+    from fedopt.problems import PROBLEMS
     from fedopt.robust import AGGREGATORS, ATTACKS
+    from fedopt.topology import TOPOLOGIES
+    from fedopt.topology.custom import scan_plugins
 
+    if args.config:
+        from fedopt.config import read_yaml
+
+        data = read_yaml(args.config)
+        plugins = data.get("plugins") or []
+        if not isinstance(plugins, list) or not all(isinstance(x, str) for x in plugins):
+            raise ConfigError(
+                f"{args.config}: plugins: expected a list of Python file paths, got {plugins!r}"
+            )
+        load_plugins(plugins, Path(args.config).resolve().parent)
+    for file in args.plugins:
+        if not file.endswith(".py"):
+            raise ConfigError(f"--plugins {file!r}: a plug-in is a Python file ending in .py")
+    load_plugins(list(args.plugins), Path.cwd())
+    failures = scan_plugins()  # the repository's topologies/ folder
+
+    def fields(model: type) -> str:
+        return ", ".join(
+            f"{k}={_default_text(v)}"
+            for k, v in model.model_fields.items()  # type: ignore[attr-defined]
+            if k != "name"
+        )
+
+    registries = (ALGORITHMS, PROBLEMS, TOPOLOGIES, AGGREGATORS, ATTACKS)
+    w = max(len(name) for reg in registries for name, _ in reg.items())
+    print("algorithms:")
+    for name, algo in ALGORITHMS.items():
+        print(f"  {name:<{w}}  {fields(algo.Config)}{_origin(algo)}")
+    print("problems:")
+    for name, prob in PROBLEMS.items():
+        print(f"  {name:<{w}}  {fields(prob.Config)}{_origin(prob)}")
+    print("topologies (parameters go in topology.params):")
+    for name, gen in TOPOLOGIES.items():
+        print(f"  {name:<{w}}  {_generator_params(gen)}{_origin(gen)}".rstrip())
     for title, registry in (("aggregators", AGGREGATORS), ("attacks", ATTACKS)):
         print(f"{title}:")
         for name, cls in registry.items():
-            params = ", ".join(f"{f.name}={f.default!r}" for f in dc_fields(cls))
-            print(f"  {name:<22} {params}")
+            params = ", ".join(
+                f"{f.name}="
+                + (
+                    "<required>"
+                    if f.default is MISSING and f.default_factory is MISSING
+                    else repr(f.default if f.default is not MISSING else f.default_factory())
+                )
+                for f in dc_fields(cls)
+            )
+            print(f"  {name:<{w}}  {params}".rstrip())
+    for path, error in failures.items():
+        print(f"note: topology plug-in {path} failed to import: {error}", file=sys.stderr)
     return 0
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
     from fedopt.topology import TopologyConfig, build_topology, describe, draw
 
+    draw_path = check_png_path(args.draw) if args.draw else None
     src = args.target
     if src.endswith((".yaml", ".yml")):
-        from fedopt.config import apply_overrides, read_yaml
-
-        data = apply_overrides(read_yaml(src), args.set)
-        raw = dict(data.get("topology") or {})
-        seed = int(data.get("seed", 0))
+        data = _load_raw(args, src)
+        raw = data.get("topology")
+        if not isinstance(raw, dict):
+            raise ConfigError(
+                f"{src}: topology: expected a section such as {{name: ring, n: 16}}, got {raw!r}"
+            )
+        raw = dict(raw)
+        seed = data.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"{src}: seed: expected an integer, got {seed!r}")
         base = Path(src).resolve().parent
     else:
+        if args.set or args.unset:
+            raise ConfigError(
+                f"--set/--unset change an experiment file, but {src!r} is a topology name or "
+                "graph file; give topology parameters in an experiment YAML"
+            )
         raw, seed, base = {"name": src}, args.seed, None
     if args.n is not None:
         raw["n"] = args.n
@@ -140,8 +332,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
     for key, value in flat.items():
         shown = f"{value:.6g}" if isinstance(value, float) else value
         print(f"{key:<{width}}  {shown}")
-    if args.draw:
-        draw(plan, Path(args.draw))
+    if draw_path is not None:
+        draw(plan, draw_path)
         print(f"drawing: {args.draw}")
     return 0
 
@@ -149,6 +341,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from fedopt.results.report import report
 
+    if args.out:
+        check_output_folder(args.out, "--out", inside=True)
     out = report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
     print(f"plots: {out}")
     return 0
@@ -186,13 +380,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``fedopt`` command."""
-    parser = argparse.ArgumentParser(prog="fedopt", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fedopt",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks (for developers)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="one of the commands below"
+    )
+    commands: dict[str, str] = {}
 
-    p = sub.add_parser("run", help="run an experiment and write its run directory")
+    def command(name: str, summary: str, **kw: Any) -> argparse.ArgumentParser:
+        """A sub-command; its one-line summary goes in the epilog and its own --help."""
+        commands[name] = summary
+        kw.setdefault("description", summary)
+        return sub.add_parser(name, **kw)
+
+    p = command("run", "run an experiment and write its run directory")
     p.add_argument("config")
     _add_set(p)
     p.add_argument("--out", help="run directory (default: output.dir or runs/<name>)")
@@ -204,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check an experiment (and its topology) without running")
+    p = command("validate", "check an experiment (and its topology) without running")
     p.add_argument("config")
     _add_set(p)
     p.add_argument("--engine", choices=["local", "ray"])
@@ -212,10 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("list", help="name the algorithms, problems and topologies")
+    p = command(
+        "list",
+        "algorithms, problems, topologies, aggregators and attacks, with parameters",
+        description="List every registered algorithm and problem with its fields and "
+        "defaults, every topology generator with its parameters, and the aggregators and "
+        "attacks. Plug-ins are listed too when given: the plug-ins of an experiment file, "
+        "and files named with --plugins.",
+    )
+    p.add_argument("config", nargs="?", help="experiment YAML whose plug-ins to load first")
+    p.add_argument(
+        "--plugins", nargs="+", default=[], metavar="FILE", help="plug-in .py files to load first"
+    )
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("topology", help="describe a topology: degrees, connectivity, spectrum")
+    p = command("topology", "describe a topology: degrees, connectivity, spectrum")
     p.add_argument("target", help="experiment YAML, registered name, file.py:function or file")
     p.add_argument("--n", type=int, help="number of nodes")
     p.add_argument("--seed", type=int, default=0)
@@ -223,12 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_topology)
 
-    p = sub.add_parser("report", help="plot and tabulate one or more run directories")
+    p = command("report", "plot and tabulate one or more run directories")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="folder for the PNG plots (default: the first run directory)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="throughput benchmarks (see README)")
+    p = command("bench", "throughput benchmarks (see README)")
     p.add_argument("workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna"])
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=10)
@@ -247,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-meter", action="store_true", help="disable metering (overhead check)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("cluster", help="start/join/stop a Ray cluster with token auth")
+    p = command("cluster", "start/join/stop a Ray cluster with token auth")
     p.add_argument("action", choices=["token", "start-head", "join", "stop"])
     p.add_argument("address", nargs="?", help="join: the head's host:port")
     p.add_argument("--port", type=int, default=6379)
@@ -257,12 +475,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", action="store_true", help="stay in the foreground (containers)")
     p.set_defaults(func=cmd_cluster)
 
-    p = sub.add_parser("doctor", help="versions, GPUs, Ray resources, and whether a plan fits")
+    p = command("doctor", "versions, GPUs, Ray resources, and whether a plan fits")
     p.add_argument("config", nargs="?")
-    _add_set(p)
+    _add_set(p, unset=False)
     p.add_argument("--address", help="inspect this Ray cluster (default: a local one)")
     p.set_defaults(func=cmd_doctor)
+    parser.epilog = _epilog(commands)
     return parser
+
+
+def _epilog(commands: dict[str, str]) -> str:
+    """One line per command, then the override rules and a pointer to the README."""
+    width = max(len(name) for name in commands)
+    lines = ["commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, summary in commands.items()]
+    lines += [
+        "",
+        "overrides (run, validate, topology): --set a.b=VALUE parses VALUE as YAML "
+        "(a.b=null sets None);",
+        "  --unset a.b removes a key so its default applies; --set algorithm.name=X drops the old",
+        "  algorithm's keys that X does not take (a 'note:' line names each).",
+        "",
+        "`fedopt COMMAND --help` shows a command's options; README.md has the experiment file,",
+        "the run directory and the Ray set-up.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

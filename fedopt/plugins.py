@@ -58,6 +58,12 @@ def find_plugin(raw: str, base_dir: Path | None) -> Path:
     candidates = [p] if p.is_absolute() else [*([base_dir / p] if base_dir else []), Path.cwd() / p]
     found = next((c for c in candidates if c.is_file()), None)
     if found is None:
+        folder = next((c for c in candidates if c.is_dir()), None)
+        if folder is not None:
+            raise ConfigError(
+                f"plugins: {raw!r} is a folder ({folder}), not a Python file; list the "
+                ".py files inside it"
+            )
         looked = ", ".join(str(c) for c in candidates)
         raise ConfigError(f"plugins: file {raw!r} not found (looked in: {looked})")
     return found.resolve()
@@ -68,7 +74,13 @@ def load_plugins(paths: list[str], base_dir: Path | None) -> dict[str, tuple[str
     out: dict[str, tuple[str, str]] = {}
     for raw in paths:
         found = find_plugin(raw, base_dir)
-        source = found.read_text()
+        try:
+            source = found.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"plugins: {raw!r} ({found}) is not UTF-8 text (offset {exc.start}); list "
+                "Python source files"
+            ) from None
         name = module_name(found, source)
         install(name, source, str(found))
         out[name] = (str(found), source)

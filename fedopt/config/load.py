@@ -1,14 +1,19 @@
-"""Load an experiment: YAML -> dict -> ``--set`` overrides -> validated config.
+"""Load an experiment: YAML -> dict -> ``--set``/``--unset`` overrides -> validated config.
 
 Validation errors are rewritten as one line per problem::
 
     algorithm.lr: Input should be greater than 0 (got -0.1)
     topology.nn: unknown key 'nn'. Did you mean 'n'? Allowed keys: name, n, params, ...
+
+Experiment YAML is read with :class:`UniqueKeyLoader`, which refuses a key written twice
+in one mapping (plain PyYAML keeps the last one silently).
 """
 
 from __future__ import annotations
 
 import copy
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,36 +29,228 @@ from fedopt.problems import PROBLEMS
 _SECTION_REGISTRIES = {"algorithm": ALGORITHMS, "problem": PROBLEMS}
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read an experiment file into a dict (clear errors for missing or malformed files)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"experiment file {str(p)!r} does not exist; check the path")
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping in the YAML text has the same key twice (both lines in the message)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping may not repeat a key.
+
+    ``yaml.safe_load`` keeps the last of two equal keys without a word, so a second
+    ``stop:`` section silently replaces the first. This loader raises
+    :class:`DuplicateKeyError` naming the key and the lines of both occurrences.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """Build a mapping, refusing a key that appears twice (merge keys ``<<`` aside)."""
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: let PyYAML report it
+                continue
+            if first is not None:
+                a, b = first.start_mark, key_node.start_mark
+                where = (
+                    f"line {a.line + 1}, columns {a.column + 1} and {b.column + 1}"
+                    if a.line == b.line
+                    else f"lines {a.line + 1} and {b.line + 1}"
+                )
+                raise DuplicateKeyError(
+                    None,
+                    None,
+                    f"key {key!r} appears twice in one mapping ({where}); keep one of them",
+                    b,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping
+)
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML ``text`` with :class:`UniqueKeyLoader`; errors name ``source`` and the line.
+
+    Parameters
+    ----------
+    text
+        The YAML document.
+    source
+        What the text is (a file path, ``--set 'a=b'``), used in error messages.
+
+    Raises
+    ------
+    ConfigError
+        On a syntax error or a duplicate key.
+    """
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass: safe
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{source}: {exc.problem}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{what} ({context})" if context else what
+        raise ConfigError(
+            f"{source}: not valid YAML:{where} {detail}; fix the syntax there"
+        ) from None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read an experiment file into a dict.
+
+    Raises
+    ------
+    ConfigError
+        When the path is missing, a folder, unreadable, not UTF-8 text, empty, not valid
+        YAML (duplicate keys included), or not a mapping of sections.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"experiment file {str(p)!r} is a folder, not a file; give the YAML file inside it"
+        )
+    if not p.is_file():
+        what = "is not a regular file" if p.exists() else "does not exist"
+        raise ConfigError(f"experiment file {str(p)!r} {what}; check the path")
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"experiment file {str(p)!r} cannot be read ({exc.strerror or exc}); "
+            "check its permissions"
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"experiment file {str(p)!r} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+            f"offset {exc.start}); give a YAML text file"
+        ) from None
+    if not text.strip():
+        raise ConfigError(
+            f"experiment file {str(p)!r} is empty; write the sections (see "
+            "experiments/quickstart.yaml)"
+        )
+    data = load_yaml_text(text, str(p))
+    if data is None:
+        raise ConfigError(
+            f"experiment file {str(p)!r} holds only comments; write the sections (see "
+            "experiments/quickstart.yaml)"
+        )
     if not isinstance(data, dict):
         raise ConfigError(
-            f"{p}: the top level must be a mapping of sections, got {type(data).__name__}"
+            f"{p}: the top level must be a mapping of sections (name:, topology:, ...), "
+            f"got a {type(data).__name__}"
         )
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a copy of ``data``."""
+def _note_to_stderr(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+def _split_key(item: str, key: str, flag: str) -> list[str]:
+    parts = [k.strip() for k in key.strip().split(".")]
+    if not key.strip() or any(not k for k in parts):
+        raise ConfigError(
+            f"{flag} {item!r}: {key.strip()!r} is not a dotted key; write e.g. algorithm.lr"
+        )
+    return parts
+
+
+def _section_fields(section: str, name: Any, data: dict[str, Any], base_dir: Path | None):
+    """Field names of the algorithm/problem called ``name``, or None when it is unknown.
+
+    Plug-ins listed in ``data`` are imported first, so their names are known too.
+    """
+    reg = _SECTION_REGISTRIES[section]
+    if not isinstance(name, str):
+        return None
+    if name not in reg:
+        plugins = data.get("plugins") or []
+        if isinstance(plugins, list) and all(isinstance(x, str) for x in plugins):
+            try:
+                load_plugins(plugins, base_dir)
+            except ConfigError:
+                return None  # validation reports the broken plug-in
+    if name not in reg:
+        return None
+    return set(reg.get(name).Config.model_fields)
+
+
+def apply_overrides(
+    data: dict[str, Any],
+    overrides: list[str],
+    unset: list[str] | None = None,
+    *,
+    base_dir: Path | None = None,
+    note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Apply ``--unset`` keys, then ``--set dotted.key=value`` overrides, to a copy of ``data``.
+
+    Values are parsed as YAML, so ``--set key=null`` sets the field to None (for fields
+    that accept None; ``--unset key`` removes the key so its default applies).
+    Setting ``algorithm.name`` (or ``problem.name``) to a different name drops the keys
+    of the section that the new algorithm's (problem's) config does not have, and
+    reports each drop through ``note``.
+
+    Parameters
+    ----------
+    data
+        The experiment as read from YAML (not modified).
+    overrides
+        ``"dotted.key=value"`` strings, applied in order.
+    unset
+        Dotted keys to delete (missing keys are an error), applied before ``overrides``.
+    base_dir
+        The experiment file's folder, to find plug-ins when a name switch needs them.
+    note
+        Receives one line per dropped key (default: printed to stderr as ``note: ...``).
+
+    Raises
+    ------
+    ConfigError
+        For a malformed override, a path through a value, or an unknown key to unset.
+    """
+    note = note or _note_to_stderr
     out = copy.deepcopy(data)
+    for key in unset or []:
+        parts = _split_key(key, key, "--unset")
+        node: Any = out
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:i]) or "the top level"
+                have = sorted(str(k) for k in node) if isinstance(node, dict) else []
+                hint = closest(part, have)
+                did = f" Did you mean {'.'.join([*parts[:i], hint])!r}?" if hint else ""
+                raise ConfigError(
+                    f"--unset {key!r}: {where} has no key {part!r} (nothing to unset).{did} "
+                    f"Keys there: {', '.join(have) or '(none)'}"
+                )
+            if i == len(parts) - 1:
+                del node[part]
+            else:
+                node = node[part]
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. algorithm.lr=0.05")
         key, raw = item.split("=", 1)
-        parts = [k for k in key.strip().split(".") if k]
-        if not parts:
-            raise ConfigError(f"--set {item!r}: empty key")
+        parts = _split_key(item, key, "--set")
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            value = raw
+            value = load_yaml_text(raw, f"--set {item!r}")
+        except ConfigError as exc:
+            if "appears twice" in str(exc):
+                raise
+            value = raw  # not YAML (e.g. 'a: b: c'): take the text as it is
         node = out
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
@@ -61,9 +258,24 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 nxt = node[part] = {}
             if not isinstance(nxt, dict):
                 where = ".".join(parts[: i + 1])
-                raise ConfigError(f"--set {item!r}: {where} is a value, not a section")
+                raise ConfigError(
+                    f"--set {item!r}: {where} is a value, not a section (it is {nxt!r}); "
+                    f"set {where}=... itself, or --unset {where} first"
+                )
             node = nxt
-        node[parts[-1]] = value
+        leaf = parts[-1]
+        if len(parts) == 2 and parts[0] in _SECTION_REGISTRIES and leaf == "name":
+            old = node.get("name")
+            if old is not None and value != old:
+                fields = _section_fields(parts[0], value, out, base_dir)
+                if fields is not None:
+                    for k in [k for k in node if k not in fields]:
+                        note(
+                            f"--set {item!r}: dropped {parts[0]}.{k}={node[k]!r} "
+                            f"({value!r} has no such field)"
+                        )
+                        del node[k]
+        node[leaf] = value
     return out
 
 
@@ -123,6 +335,8 @@ def format_validation_error(
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
+        if value is None and err["type"] != "missing":
+            shown = f" (got null; --unset {path} restores the default)"
         lines.append(f"{path}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -184,6 +398,10 @@ def validate(data: dict[str, Any], base_dir: Path | None = None) -> ExperimentCo
     return cfg
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read, override and validate an experiment file."""
-    return validate(apply_overrides(read_yaml(path), overrides or []), Path(path).resolve().parent)
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None, unset: list[str] | None = None
+) -> ExperimentConfig:
+    """Read, override (``unset`` keys first, then ``overrides``) and validate an experiment."""
+    base = Path(path).resolve().parent
+    data = apply_overrides(read_yaml(path), overrides or [], unset, base_dir=base)
+    return validate(data, base)

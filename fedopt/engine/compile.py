@@ -85,6 +85,14 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
         )
     if len(data_nodes) == 0:
         raise ConfigError("topology: no node holds data (every node is a server)")
+    eng = config.engine
+    if eng.kind == "ray" and eng.actors is not None and eng.actors > topo.n:
+        # found here, before Ray starts, rather than when the actors are placed
+        raise ConfigError(
+            f"engine.actors: {eng.actors} actors for n={topo.n} nodes; every actor hosts at "
+            f"least one node, so use at most {topo.n} (--actors {topo.n}), or "
+            "engine.one_node_per_actor: true for one actor per node"
+        )
     plan = Plan(
         plugin_sources=load_plugins(config.plugins, base_dir),
         config=config,

@@ -104,6 +104,12 @@ def find_file(name: str, base_dir: Path | None, what: str = "file") -> Path:
     for c in candidates:
         if c.is_file():
             return c.resolve()
+    for c in candidates:
+        if c.is_dir():
+            raise ConfigError(
+                f"topology.name: {what} {name!r} is a folder ({c}), not a file; name the "
+                "file inside it"
+            )
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     raise ConfigError(
         f"topology.name: {what} {name!r} not found; looked in: {looked}. Give a path "
@@ -254,6 +260,19 @@ def _is_header(tokens: list[str]) -> bool:
     return tokens[0].lower() in ENDPOINT_NAMES or any(t in EDGE_ATTRS for t in tokens[2:])
 
 
+def read_text_file(path: Path) -> str:
+    """The UTF-8 text of a graph file; a binary file is a ConfigError naming it."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"topology.name: graph file {str(path)!r} is not UTF-8 text (byte "
+            f"0x{raw[exc.start]:02x} at offset {exc.start}); a {path.suffix} file is text: "
+            "one edge per line as 'u v' (a binary adjacency matrix goes in a .npy file)"
+        ) from None
+
+
 def read_edge_list(path: Path) -> nx.Graph:
     """Read an edge list (``.edgelist``/``.txt``/``.csv``).
 
@@ -267,11 +286,34 @@ def read_edge_list(path: Path) -> nx.Graph:
     * ``node u role=server``: node attributes (``role``);
     * or a header line first (``u,v,latency_s,...``; the first two columns are the
       endpoints, the others attribute names) and then plain value rows.
+
+    An edge given twice (in either direction) and a self loop ``u u`` are refused with
+    the file, the line and the edge: a silent merge would keep only the last
+    attributes.
     """
     g = nx.Graph()
     header: list[str] | None = None
     first = True
-    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+    seen: dict[frozenset[Any], int] = {}
+
+    def add_edge(u: Any, v: Any, attrs: dict[str, Any], lineno: int) -> None:
+        where = f"{path.name} line {lineno}"
+        if u == v:
+            raise ConfigError(
+                f"topology.name: {where}: edge ({u}, {v}) is a self loop; remove that line "
+                "(the mixing rule sets the diagonal)"
+            )
+        pair = frozenset((u, v))
+        if pair in seen:
+            raise ConfigError(
+                f"topology.name: {where}: edge ({u}, {v}) is already given on line "
+                f"{seen[pair]} (edges are undirected, so 'u v' and 'v u' are the same); "
+                "keep one line per edge"
+            )
+        seen[pair] = lineno
+        g.add_edge(u, v, **attrs)
+
+    for lineno, raw in enumerate(read_text_file(path).splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -289,7 +331,7 @@ def read_edge_list(path: Path) -> nx.Graph:
                 raise ConfigError(f"topology.name: {where}: expected 'u v {{...}}', got {raw!r}")
             for k in attrs:
                 _check_key(str(k), EDGE_ATTRS, where)
-            g.add_edge(_node_id(tokens[0]), _node_id(tokens[1]), **attrs)
+            add_edge(_node_id(tokens[0]), _node_id(tokens[1]), attrs, lineno)
             first = False
             continue
         tokens = [t.strip() for t in line.split(",")] if "," in line else line.split()
@@ -335,7 +377,12 @@ def read_edge_list(path: Path) -> nx.Graph:
                     )
                 _check_key(key, EDGE_ATTRS, where)
                 attrs[key] = _parse_value(key, val, where)
-        g.add_edge(u, v, **attrs)
+        add_edge(u, v, attrs, lineno)
+    if g.number_of_nodes() == 0:
+        raise ConfigError(
+            f"topology.name: graph file {path.name} ({path}) has no edges or nodes (it is "
+            "empty or only comments); write one edge per line as 'u v'"
+        )
     return g
 
 
@@ -357,7 +404,10 @@ def read_npy(path: Path) -> nx.Graph:
     try:
         a = np.load(path, allow_pickle=False)
     except Exception as exc:
-        raise ConfigError(f"topology.name: cannot read {path.name} as .npy: {exc}") from exc
+        raise ConfigError(
+            f"topology.name: cannot read {str(path)!r} as a .npy adjacency matrix ({exc}); "
+            "write it with numpy.save(path, A) for a numeric n x n array A"
+        ) from exc
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ConfigError(
             f"topology.name: {path.name} must hold a square n x n adjacency matrix, "
@@ -426,7 +476,8 @@ def read_graph_file(path: Path, source: str) -> nx.Graph:
     except Exception as exc:
         raise ConfigError(
             f"topology.name: cannot read graph file {source!r} ({path}): "
-            f"{type(exc).__name__}: {exc}"
+            f"{type(exc).__name__}: {exc}; fix the file (networkx must read it as {ext}) or "
+            "convert it to an edge list"
         ) from exc
     return _intify(_simple_undirected(g, source))
 

@@ -260,3 +260,39 @@ def test_string_labels_in_edge_list_are_reported(tmp_path):
     with pytest.raises(ConfigError, match=r"topology\.name") as err:
         build("names.txt", base_dir=tmp_path)
     assert "'a'" in str(err.value) and "convert_node_labels_to_integers" in str(err.value)
+
+
+def test_edge_list_refuses_duplicate_edges_and_self_loops(tmp_path):
+    write(
+        tmp_path,
+        "dup.edgelist",
+        "0 1 latency_s=0.1\n1 2\n2 0\n# again, reversed\n1 0 latency_s=0.5\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        build("dup.edgelist", base_dir=tmp_path)
+    msg = str(err.value)
+    assert "dup.edgelist line 5: edge (1, 0) is already given on line 1" in msg
+    assert "keep one line per edge" in msg
+    write(tmp_path, "dup.csv", "u,v,loss\n0,1,0.1\n1,2,\n0,1,0.2\n")
+    with pytest.raises(
+        ConfigError, match=r"dup\.csv line 4: edge \(0, 1\) is already given on line 2"
+    ):
+        build("dup.csv", base_dir=tmp_path)
+    write(tmp_path, "loop.edgelist", "0 1\n1 2\n2 2\n")
+    with pytest.raises(ConfigError, match=r"loop\.edgelist line 3: edge \(2, 2\) is a self loop"):
+        build("loop.edgelist", base_dir=tmp_path)
+
+
+def test_graph_file_that_is_empty_binary_or_a_folder(tmp_path):
+    write(tmp_path, "empty.edgelist", "# nothing here\n\n")
+    with pytest.raises(ConfigError, match=r"empty\.edgelist .* has no edges or nodes"):
+        build("empty.edgelist", base_dir=tmp_path)
+    (tmp_path / "bin.edgelist").write_bytes(b"0 1\n\xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"bin\.edgelist' is not UTF-8 text \(byte 0xff"):
+        build("bin.edgelist", base_dir=tmp_path)
+    (tmp_path / "folder.edgelist").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.edgelist' is a folder .*, not a file"):
+        build("folder.edgelist", base_dir=tmp_path)
+    (tmp_path / "plug.py").mkdir()
+    with pytest.raises(ConfigError, match=r"plug-in file 'plug\.py' is a folder"):
+        build("plug.py:f", n=4, base_dir=tmp_path)

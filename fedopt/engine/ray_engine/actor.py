@@ -33,6 +33,17 @@ def load_plan(plugins: dict[str, tuple[str, str]], plan_bytes: bytes, threads: i
     return pickle.loads(plan_bytes)
 
 
+def own_shards(shards: list[np.ndarray]) -> list[np.ndarray]:
+    """Writable copies of the shard arrays an actor receives.
+
+    Ray hands numpy arguments to an actor as zero-copy, read-only views of its object
+    store; ``torch.from_numpy`` on such a view warns that the tensor is not writable
+    (and writing to it would be undefined). The arrays are small (node ids), so each
+    actor keeps its own copy.
+    """
+    return [np.array(s, dtype=np.int64, copy=True) for s in shards]
+
+
 class WorkerActor:
     """Hosts ``shards[rank]``; every public method is called remotely by the driver.
 
@@ -64,6 +75,7 @@ class WorkerActor:
         meter_enabled: bool = True,
     ) -> None:
         plan = load_plan(plugins, plan_bytes, threads)
+        shards = own_shards(shards)
         device = torch.device("cpu")
         if gpu_fraction > 0:
             if not torch.cuda.is_available():

@@ -22,7 +22,7 @@ from fedopt.engine.events_local import drive_events
 from fedopt.engine.events_worker import EventWorker, StepResult, build_event_oracle
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
-from fedopt.engine.ray_engine.actor import load_plan
+from fedopt.engine.ray_engine.actor import load_plan, own_shards
 from fedopt.engine.ray_engine.engine import RayGroup, connect, plan_resources
 from fedopt.engine.ray_engine.mailbox import Mailbox
 from fedopt.engine.ray_engine.placement import shard_nodes
@@ -42,6 +42,7 @@ class EventActor:
         meter_enabled: bool = True,
     ) -> None:
         plan = load_plan(plugins, plan_bytes, threads)
+        shards = own_shards(shards)
         owner = np.empty(plan.topology.n, dtype=np.int64)
         for r, s in enumerate(shards):
             owner[s] = r
