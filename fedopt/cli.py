@@ -534,6 +534,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print("error: interrupted by SIGINT", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (fedopt list | head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as exc:
         if debug:
             raise
