@@ -12,7 +12,9 @@ row of ``X [k, dim]`` and its floating-point buffers a row of ``B [k, buf_dim]``
   parameters enter only ``f_i``, so the gradient's row ``i`` is ``grad f_i``). Measured on
   the digits MLP at N = 100 this is faster than ``vmap(grad(f_i))``
   (``fedopt.bench.models_digits``), whose per-operation transform overhead dominates at
-  this size; ``grad(..., method="func")`` runs the latter, and the two agree;
+  this size; ``grad(..., method="func")`` runs the latter, and the two agree. Where an
+  architecture has a hand-written kernel that is faster still (the digits MLP:
+  :mod:`fedopt.models.kernels`), ``method="auto"`` uses it;
 * ``per_sample_grad``: ``vmap`` over nodes of ``vmap`` over samples of ``torch.func.grad``.
 
 BatchNorm: the running statistics are per-node buffers, vmapped over nodes like the
@@ -43,19 +45,21 @@ from torch.func import functional_call, grad, vmap
 
 from fedopt.errors import ConfigError
 from fedopt.models.capture import as_units, hooks
+from fedopt.models.kernels import DenseReluKernel
 from fedopt.models.layout import ParamLayout, PermGroup
 
 Strategy = Literal["auto", "vmap", "loop"]
+Method = Literal["auto", "kernel", "autograd", "func"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_SLOW_OP = re.compile(r"batching rule for (aten::[\w.]+)")
+_SLOW_OP = re.compile(r"batching rule for (aten::\w+(?:\.\w+)*)")
 _BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy ``logsumexp(z) - z_y``: logits ``[..., C]``, targets ``[...]``."""
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return torch.logsumexp(logits, dim=-1) - picked
+    """Per-sample cross-entropy ``-log softmax(z)_y``: logits ``[..., C]``, targets ``[...]``."""
+    logp = torch.log_softmax(logits, dim=-1)
+    return -logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
 
 
 def _is_vmap_limit(exc: BaseException) -> bool:
@@ -100,6 +104,10 @@ class BatchedModel:
         default.
     strategy
         ``"auto"`` (vmap, loop over nodes where vmap cannot run), ``"vmap"`` or ``"loop"``.
+    kernel
+        Use a hand-written kernel where the architecture has one
+        (:class:`~fedopt.models.kernels.DenseReluKernel` for Dense/ReLU chains with
+        cross-entropy), for ``method="auto"``.
 
     Attributes
     ----------
@@ -111,6 +119,8 @@ class BatchedModel:
         ``{call: reason}`` for calls that ran as a loop over nodes.
     slow_ops
         ``{call: [ops]}`` that vmap ran through its per-sample fallback.
+    kernel
+        The hand-written kernel, or None.
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class BatchedModel:
         name: str | None = None,
         loss_fn: LossFn = cross_entropy,
         strategy: Strategy = "auto",
+        kernel: bool = True,
     ) -> None:
         if strategy not in ("auto", "vmap", "loop"):
             raise ConfigError(
@@ -157,6 +168,12 @@ class BatchedModel:
         self.fallbacks: dict[str, str] = {}
         self.slow_ops: dict[str, list[str]] = {}
         self._probed: set[str] = set()
+        self._vmapped: dict[tuple, Callable] = {}
+        self.kernel = (
+            DenseReluKernel.match(module, self.layout)
+            if kernel and loss_fn is cross_entropy
+            else None
+        )
 
     # ---------------------------------------------------------------- sizes
 
@@ -186,14 +203,10 @@ class BatchedModel:
 
     # ---------------------------------------------------------------- one node
 
-    @contextmanager
-    def _mode(self, train: bool) -> Any:
-        was = self.module.training
-        self.module.train(train)
-        try:
-            yield
-        finally:
-            self.module.train(was)
+    def _set_mode(self, train: bool) -> None:
+        """Put the template module in train or eval mode (left there: it is only a template)."""
+        if self.module.training != train:
+            self.module.train(train)
 
     def _one(
         self,
@@ -203,12 +216,23 @@ class BatchedModel:
         train: bool,
         points: dict[str, str],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """One node's forward: output, its (updated) buffers and captured activations."""
-        bufs = {n: t.clone() for n, t in buffers.items()} if train else buffers
-        counts = {n: torch.zeros((), dtype=torch.int64, device=x.device) for n in self._int_buffers}
+        """One node's forward: output, its (updated) buffers and captured activations.
+
+        Train mode works on copies of the buffers (BatchNorm updates them in place), and
+        integer buffers are fresh zeros per call, so nothing outside is mutated.
+        """
+        bufs = {n: t.clone() for n, t in buffers.items()} if train and buffers else buffers
+        tensors = params
+        if bufs or self._int_buffers:
+            counts = {
+                n: torch.zeros((), dtype=torch.int64, device=x.device) for n in self._int_buffers
+            }
+            tensors = {**params, **bufs, **counts}
         captured: dict[str, torch.Tensor] = {}
+        if not points:
+            return functional_call(self.module, tensors, (x,)), bufs, captured
         with hooks(self.module, points, captured):
-            out = functional_call(self.module, (params, bufs, counts), (x,))
+            out = functional_call(self.module, tensors, (x,))
         return out, bufs, captured
 
     # ---------------------------------------------------------------- all nodes
@@ -245,9 +269,14 @@ class BatchedModel:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Forward of every node: ``vmap`` over nodes, or a loop where vmap cannot run."""
         key = f"forward(train={train})"
+        cache_key = (train, tuple(points.items()))
+        vmapped = self._vmapped.get(cache_key)
+        if vmapped is None:
 
-        def fn(p: dict, b: dict, x: torch.Tensor) -> tuple:
-            return self._one(p, b, x, train, points)
+            def fn(p: dict, b: dict, x: torch.Tensor) -> tuple:
+                return self._one(p, b, x, train, points)
+
+            vmapped = self._vmapped[cache_key] = vmap(fn, randomness="error")
 
         def looped() -> tuple:
             k = inputs.shape[0]
@@ -268,8 +297,8 @@ class BatchedModel:
                 stack([o[2] for o in outs]) if points else {},
             )
 
-        with self._mode(train):
-            return self._dispatch(key, lambda: vmap(fn, randomness="error")(P, Bd, inputs), looped)
+        self._set_mode(train)
+        return self._dispatch(key, lambda: vmapped(P, Bd, inputs), looped)
 
     def _dispatch(self, key: str, vmapped: Callable[[], Any], looped: Callable[[], Any]) -> Any:
         if self.strategy == "loop" or key in self.fallbacks:
@@ -325,14 +354,18 @@ class BatchedModel:
         B: torch.Tensor | None = None,
         *,
         train: bool = False,
+        method: Method = "auto",
     ) -> torch.Tensor:
         """Outputs ``[k, b, ...]`` of every node on its own inputs ``[k, b, ...]``.
 
         In train mode BatchNorm normalises with each node's batch statistics and the running
-        statistics in ``B`` are updated in place.
+        statistics in ``B`` are updated in place. ``method="auto"`` uses the architecture's
+        hand-written kernel where it has one; any other value runs the vmapped forward.
         """
         inputs, P, Bd = self._prepare(X, inputs, B, train)
         with torch.no_grad():
+            if self.kernel is not None and method == "auto":
+                return self.kernel.forward(X, inputs)[0]
             out, new, _ = self._run_all(P, Bd, inputs, train, {})
         self._write_back(B, new, train)
         return out
@@ -346,9 +379,11 @@ class BatchedModel:
         *,
         weights: torch.Tensor | None = None,
         train: bool = False,
+        method: Method = "auto",
     ) -> torch.Tensor:
         """Per-node loss ``[k]``: the mean per-sample loss, or ``sum_s weights[i, s] * l_s``."""
-        return self._reduce(self.forward(X, inputs, B, train=train), targets, weights)
+        out = self.forward(X, inputs, B, train=train, method=method)
+        return self._reduce(out, targets, weights)
 
     def value_and_grad(
         self,
@@ -359,19 +394,51 @@ class BatchedModel:
         *,
         weights: torch.Tensor | None = None,
         train: bool = False,
-        method: Literal["autograd", "func"] = "autograd",
+        method: Method = "auto",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-node loss ``[k]`` and gradient ``[k, dim]`` (rows of ``X``'s dtype).
 
-        ``method="autograd"`` differentiates ``sum_i f_i`` through the vmapped forward once;
-        ``method="func"`` runs ``vmap(grad(f_i))`` over nodes. Both give node ``i``'s own
-        gradient in row ``i``.
+        Methods (all give node ``i``'s own gradient in row ``i``):
+
+        * ``"autograd"``: the vmapped forward, then one reverse pass of ``sum_i f_i``;
+        * ``"func"``: ``vmap(grad(f_i))`` over nodes;
+        * ``"kernel"``: the architecture's hand-written kernel (:attr:`kernel`);
+        * ``"auto"`` (default): the kernel where there is one, else ``"autograd"``.
         """
+        loss, G = self._grad(X, inputs, targets, B, weights, train, method, True)
+        return loss, G  # type: ignore[return-value]
+
+    def _grad(
+        self,
+        X: torch.Tensor,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        B: torch.Tensor | None,
+        weights: torch.Tensor | None,
+        train: bool,
+        method: str,
+        with_loss: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if method not in ("auto", "kernel", "autograd", "func"):
+            raise ConfigError(
+                f"model.grad: unknown method {method!r}; use 'auto', 'kernel', 'autograd' "
+                "or 'func'."
+            )
+        if method == "kernel" and self.kernel is None:
+            raise ConfigError(
+                f"model.grad: model {self.name!r} has no hand-written kernel; use 'auto', "
+                "'autograd' or 'func'."
+            )
         if method == "func":
             return self._value_and_grad_func(X, inputs, targets, B, weights, train)
-        if method != "autograd":
-            raise ConfigError(f"model.grad: unknown method {method!r}; use 'autograd' or 'func'.")
         inputs, P, Bd = self._prepare(X, inputs, B, train)
+        if self.kernel is not None and method in ("auto", "kernel"):
+            if weights is None:
+                b = targets.shape[1]
+                w = torch.full(targets.shape, 1.0 / b, dtype=X.dtype, device=X.device)
+            else:
+                w = weights.to(device=X.device, dtype=X.dtype)
+            return self.kernel.grad(X, inputs, targets, w, with_loss)
         leaves = {n: t.detach().requires_grad_(True) for n, t in P.items()}
         with torch.enable_grad():
             out, new, _ = self._run_all(leaves, Bd, inputs, train, {})
@@ -399,8 +466,10 @@ class BatchedModel:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, P, Bd = self._prepare(X, inputs, B, train)
         k = X.shape[0]
-        w = weights if weights is not None else torch.full(targets.shape, 1.0 / targets.shape[1])
-        w = w.to(device=X.device, dtype=X.dtype)
+        if weights is None:
+            w = torch.full(targets.shape, 1.0 / targets.shape[1], dtype=X.dtype, device=X.device)
+        else:
+            w = weights.to(device=X.device, dtype=X.dtype)
 
         def f(p: dict, b: dict, x: torch.Tensor, y: torch.Tensor, wi: torch.Tensor) -> tuple:
             out, nb, _ = self._one(p, b, x, train, {})
@@ -422,12 +491,12 @@ class BatchedModel:
             nb = {n: torch.stack([r[1][1][n] for r in res]) for n in Bd}
             return g, (torch.stack([r[1][0] for r in res]), nb)
 
-        with self._mode(train):
-            g, (vals, new) = self._dispatch(
-                f"grad(train={train})",
-                lambda: vmap(grad(f, has_aux=True), randomness="error")(P, Bd, inputs, targets, w),
-                looped,
-            )
+        self._set_mode(train)
+        g, (vals, new) = self._dispatch(
+            f"grad(train={train})",
+            lambda: vmap(grad(f, has_aux=True), randomness="error")(P, Bd, inputs, targets, w),
+            looped,
+        )
         self._write_back(B, new, train)
         return vals, self.layout.flatten(g)
 
@@ -440,12 +509,10 @@ class BatchedModel:
         *,
         weights: torch.Tensor | None = None,
         train: bool = False,
-        method: Literal["autograd", "func"] = "autograd",
+        method: Method = "auto",
     ) -> torch.Tensor:
         """Gradient ``[k, dim]`` of every node's loss (see :meth:`value_and_grad`)."""
-        return self.value_and_grad(
-            X, inputs, targets, B, weights=weights, train=train, method=method
-        )[1]
+        return self._grad(X, inputs, targets, B, weights, train, method, False)[1]
 
     def per_sample_grad(
         self,
@@ -476,24 +543,29 @@ class BatchedModel:
 
         per_node = vmap(grad(one), in_dims=(None, None, 0, 0), randomness="error")
 
-        def looped() -> dict:
-            res = [
-                per_node(
-                    {n: t[i] for n, t in P.items()},
-                    {n: t[i] for n, t in Bd.items()},
-                    inputs[i],
-                    targets[i],
-                )
-                for i in range(k)
-            ]
+        def node(i: int) -> dict:
+            p = {n: t[i] for n, t in P.items()}
+            bufs = {n: t[i] for n, t in Bd.items()}
+            if "per_sample_grad(samples)" not in self.fallbacks:
+                try:
+                    return per_node(p, bufs, inputs[i], targets[i])
+                except Exception as exc:
+                    if self.strategy != "auto" or not _is_vmap_limit(exc):
+                        raise
+                    self.fallbacks["per_sample_grad(samples)"] = str(exc).splitlines()[0]
+            res = [grad(one)(p, bufs, inputs[i, j], targets[i, j]) for j in range(b)]
             return {n: torch.stack([r[n] for r in res]) for n in P}
 
-        with self._mode(train):
-            g = self._dispatch(
-                "per_sample_grad",
-                lambda: vmap(per_node, randomness="error")(P, Bd, inputs, targets),
-                looped,
-            )
+        def looped() -> dict:
+            res = [node(i) for i in range(k)]
+            return {n: torch.stack([r[n] for r in res]) for n in P}
+
+        self._set_mode(train)
+        g = self._dispatch(
+            "per_sample_grad",
+            lambda: vmap(per_node, randomness="error")(P, Bd, inputs, targets),
+            looped,
+        )
         return torch.cat([g[e.name].reshape(k, b, -1) for e in self.layout.params], dim=2)
 
     def capture(

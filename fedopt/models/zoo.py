@@ -103,9 +103,10 @@ def digits_cnn_bn(
     bn2, and the linear layer's inputs in blocks of 4 spatial positions), captured at the
     pooled activations ``pool1`` and ``pool2`` (samples = batch x positions).
     """
-    c1, c2 = _widths("channels", channels) if len(channels) == 2 else (None, None)
-    if c1 is None or c2 is None:
+    widths = [channels] if isinstance(channels, int) else list(channels)
+    if len(widths) != 2:
         raise ConfigError(f"model.channels: give two widths (c1, c2), got {channels!r}.")
+    c1, c2 = _widths("channels", widths)
     module = nn.Sequential(
         OrderedDict(
             [
