@@ -69,12 +69,13 @@ def _is_vmap_limit(exc: BaseException) -> bool:
 
 @contextmanager
 def _fallback_warnings(record: list[str]) -> Any:
-    """Record the ops that vmap runs through its slow per-sample fallback."""
-    setter = getattr(torch._C._functorch, "_set_vmap_fallback_warning_enabled", None)
+    """Record the ops that vmap runs through its slow per-sample fallback.
+
+    vmap warns once per such op ("There is a performance drop because we have not yet
+    implemented the batching rule for aten::..."); other warnings are re-issued.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if setter is not None:
-            setter(True)
         try:
             yield
         finally:

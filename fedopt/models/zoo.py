@@ -92,7 +92,7 @@ def synthetic_mlp(
 
 @MODELS.register("digits_cnn_bn")
 def digits_cnn_bn(
-    channels: Sequence[int] = (16, 32), *, momentum: float = 0.1, strategy: str = "auto"
+    channels: Sequence[int] = (8, 16), *, momentum: float = 0.1, strategy: str = "auto"
 ) -> BatchedModel:
     """Small CNN with BatchNorm for 8x8 digits; inputs are the flat ``[b, 64]`` pixels.
 

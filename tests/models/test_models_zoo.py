@@ -30,8 +30,8 @@ def test_builtin_sizes() -> None:
     assert {g.name: g.units for g in syn.layout.groups.values()} == {"hidden1": 64, "hidden2": 64}
     assert MODELS.get("synthetic_mlp")(128).layout.groups["hidden2"].units == 128
     cnn = MODELS.get("digits_cnn_bn")()
-    assert cnn.bn_layers == ["bn1", "bn2"] and cnn.buf_dim == 2 * (16 + 32)
-    assert cnn.dim == 16 * 9 + 32 + 32 * 16 * 9 + 64 + 10 * 128 + 10
+    assert cnn.bn_layers == ["bn1", "bn2"] and cnn.buf_dim == 2 * (8 + 16)
+    assert cnn.dim == 8 * 9 + 16 + 16 * 8 * 9 + 32 + 10 * 64 + 10
     conv2 = cnn.layout.groups["conv2"]
     assert conv2.producers == ("conv2", "bn2") and conv2.consumers == ("fc",)
     assert ("fc.weight", 1, 4) in [(a.tensor, a.axis, a.block) for a in conv2.axes]
