@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from fedopt.fields import Section
 from fedopt.registry import Registry
 
 if TYPE_CHECKING:
@@ -38,10 +38,9 @@ ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", field="algorithm.n
 State = dict[str, torch.Tensor]
 
 
-class AlgorithmConfig(BaseModel):
-    """Base of every algorithm's hyperparameter model (frozen, unknown keys rejected)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class AlgorithmConfig(Section):
+    """Base of every algorithm's hyperparameter model (frozen, closed, finite: see
+    :class:`~fedopt.fields.Section`)."""
 
     name: str
 

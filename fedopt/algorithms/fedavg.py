@@ -37,6 +37,7 @@ from pydantic import Field
 from fedopt import rng
 from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, State, WorkerContext
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX, Number
 from fedopt.robust import make_aggregator, make_attack, make_drift
 
 
@@ -45,16 +46,19 @@ class FedAvgConfig(AlgorithmConfig):
 
     name: Literal["fedavg"] = "fedavg"
     lr: float = Field(0.1, gt=0, description="client learning rate")
-    local_steps: int = Field(5, ge=1, description="local SGD steps per round")
+    local_steps: int = Field(5, ge=1, le=COUNT_MAX, description="local SGD steps per round")
     client_fraction: float = Field(1.0, gt=0, le=1, description="fraction C sampled per round")
     weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights")
     server_lr: float = Field(1.0, gt=0, description="server step on the averaged update")
     aggregator: str = Field("mean", description="server rule on the updates (robust or mean)")
-    aggregator_params: dict[str, int | float] = Field(
+    aggregator_params: dict[str, Number] = Field(
         default_factory=dict, description="the rule's hyperparameters (e.g. tau, m_keep)"
     )
     f: int | None = Field(
-        None, ge=0, description="faults the rule tolerates (default: Byzantine clients)"
+        None,
+        ge=0,
+        le=COUNT_MAX,
+        description="faults the rule tolerates (default: Byzantine clients)",
     )
 
 

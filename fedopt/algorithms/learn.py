@@ -27,6 +27,7 @@ from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS, State
 from fedopt.algorithms.robust_p2p import RobustP2P, RobustP2PConfig
+from fedopt.fields import COUNT_MAX
 
 
 class LEARNConfig(RobustP2PConfig):
@@ -34,7 +35,10 @@ class LEARNConfig(RobustP2PConfig):
 
     name: Literal["learn"] = "learn"
     max_minibatches: int | None = Field(
-        None, ge=1, description="cap on minibatches per gradient (None: the batch grows as t+1)"
+        None,
+        ge=1,
+        le=COUNT_MAX,
+        description="cap on minibatches per gradient (None: the batch grows as t+1)",
     )
 
 

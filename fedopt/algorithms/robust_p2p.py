@@ -36,6 +36,7 @@ from pydantic import Field
 from fedopt import rng
 from fedopt.algorithms.base import Algorithm, AlgorithmConfig, State, WorkerContext
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX
 from fedopt.robust import make_aggregator, make_attack, make_drift
 from fedopt.robust.aggregators import Aggregator
 
@@ -45,12 +46,15 @@ class RobustP2PConfig(AlgorithmConfig):
 
     lr: float = Field(0.05, gt=0, description="step size gamma_0")
     lr_decay_every: int | None = Field(
-        None, ge=1, description="lr_t = lr / (1 + floor(t / every)); None: constant"
+        None, ge=1, le=COUNT_MAX, description="lr_t = lr / (1 + floor(t / every)); None: constant"
     )
     momentum: float = Field(0.0, ge=0, lt=1, description="beta of m <- beta m + (1-beta) g")
     reg: float = Field(0.0, ge=0, description="norm regulariser reg * ||theta|| (not squared)")
     f: int | None = Field(
-        None, ge=0, description="faults tolerated (default: the number of Byzantine nodes)"
+        None,
+        ge=0,
+        le=COUNT_MAX,
+        description="faults tolerated (default: the number of Byzantine nodes)",
     )
 
 

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+
+from fedopt.fields import Section
 
 
-class ProblemConfig(BaseModel):
-    """Base of every problem's hyperparameter model (frozen, unknown keys rejected)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ProblemConfig(Section):
+    """Base of every problem's hyperparameter model (frozen, closed, finite: see
+    :class:`~fedopt.fields.Section`)."""
 
     name: str
 

@@ -44,6 +44,7 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX
 from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig
 from fedopt.problems.partition import PartitionConfig, partition
@@ -59,7 +60,10 @@ class DigitsConfig(ProblemConfig):
     """Fields shared by the digits problems."""
 
     batch_size: int = Field(
-        32, ge=0, description="samples per stochastic gradient, with replacement; 0 = full batch"
+        32,
+        ge=0,
+        le=COUNT_MAX,
+        description="samples per stochastic gradient, with replacement; 0 = full batch",
     )
     l2: float = Field(0.0, ge=0, allow_inf_nan=False, description="ridge coefficient lambda")
     test_fraction: float = Field(
@@ -81,7 +85,7 @@ class DigitsMLPConfig(DigitsConfig):
     """Hyperparameters of ``digits_mlp`` (one hidden ReLU layer)."""
 
     name: Literal["digits_mlp"] = "digits_mlp"
-    hidden: int = Field(32, ge=1, description="width of the hidden layer")
+    hidden: int = Field(32, ge=1, le=COUNT_MAX, description="width of the hidden layer")
 
 
 # ----------------------------------------------------------------------------- data

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX, DIM_MAX, MEMORY_BUDGET_MAX_GB
 from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, sigmoid_, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig
 from fedopt.problems.registry import PROBLEMS
@@ -75,11 +76,12 @@ class LogisticConfig(ProblemConfig):
     """Hyperparameters of the ``logistic`` problem (defaults: the benchmark workload)."""
 
     name: Literal["logistic"] = "logistic"
-    dim: int = Field(100, ge=1, description="number of features D")
-    samples_per_node: int = Field(500, ge=1, description="samples M per node")
+    dim: int = Field(100, ge=1, le=DIM_MAX, description="number of features D")
+    samples_per_node: int = Field(500, ge=1, le=COUNT_MAX, description="samples M per node")
     batch_size: int = Field(
         32,
         ge=0,
+        le=COUNT_MAX,
         description="samples per stochastic gradient, drawn with replacement; "
         "0 or >= samples_per_node = full batch",
     )
@@ -99,7 +101,11 @@ class LogisticConfig(ProblemConfig):
         "auto", description="store the data, or regenerate it in every call (auto: by budget)"
     )
     memory_budget_gb: float = Field(
-        4.0, gt=0, allow_inf_nan=False, description="auto regenerates above this data size"
+        4.0,
+        gt=0,
+        le=MEMORY_BUDGET_MAX_GB,
+        allow_inf_nan=False,
+        description="auto regenerates above this data size",
     )
 
 

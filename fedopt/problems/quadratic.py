@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, model_validator
 
 from fedopt import rng
+from fedopt.fields import DIM_MAX
 from fedopt.problems._common import DTYPES, DTypeName, check_ranks, coerce_config
 from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
 from fedopt.problems.registry import PROBLEMS
@@ -35,7 +36,7 @@ class QuadraticConfig(ProblemConfig):
     """Hyperparameters of the ``quadratic`` problem."""
 
     name: Literal["quadratic"] = "quadratic"
-    dim: int = Field(10, ge=1, description="number of parameters")
+    dim: int = Field(10, ge=1, le=DIM_MAX, description="number of parameters")
     mu: float = Field(1.0, gt=0, allow_inf_nan=False, description="smallest curvature")
     L: float = Field(10.0, gt=0, allow_inf_nan=False, description="largest curvature (>= mu)")
     heterogeneity: float = Field(
