@@ -28,6 +28,7 @@ from fedopt.network.faults import FaultsConfig
 from fedopt.network.link import NetworkConfig
 from fedopt.problems import PROBLEMS
 from fedopt.problems.base import ProblemConfig
+from fedopt.rng import SEED_MAX, check_seed
 from fedopt.robust.byzantine import ByzantineConfig
 from fedopt.topology.base import TopologyConfig
 
@@ -145,7 +146,12 @@ class ExperimentConfig(Section):
     """One experiment: every section validated before anything runs."""
 
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = Field(0, ge=0, description="root seed; every random number derives from it")
+    seed: int = Field(
+        0,
+        ge=0,
+        description=f"root seed in [0, 2**63 - 1 = {SEED_MAX}]; every random "
+        "number derives from it",
+    )
     plugins: list[str] = Field(
         default_factory=list, description="Python files registering extra algorithms/problems"
     )
@@ -160,6 +166,12 @@ class ExperimentConfig(Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
     byzantine: ByzantineConfig | None = None
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, v: Any) -> Any:
+        # before the int64 check of every integer, for the seed's own message
+        return check_seed(v, "") if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("algorithm", mode="before")
     @classmethod

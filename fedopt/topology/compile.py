@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from fedopt.errors import ConfigError
+from fedopt.rng import check_seed
 from fedopt.topology.base import LINK_ATTRS, TopologyConfig, TopologyPlan
 from fedopt.topology.builtins import call_generator, is_time_varying
 from fedopt.topology.custom import is_custom_name, load_custom, lookup_registered, validate_graph
@@ -104,12 +105,19 @@ def build_topology(
     base_dir
         Folder of the experiment file, first place to look for relative paths.
 
+    Raises
+    ------
+    ConfigError
+        For a seed outside ``[0, 2**63 - 1]`` (:func:`fedopt.rng.check_seed`), or a
+        graph or generator the topology cannot have.
+
     Returns
     -------
     TopologyPlan
         Nodes without a ``role`` attribute get ``gossip``; static graphs get the mixing
         matrix of ``config.weights``; schedules keep their own ``W_t``.
     """
+    seed = check_seed(seed, "seed")
     name = config.name
     params = dict(config.params)
     if is_custom_name(name):
