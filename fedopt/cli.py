@@ -114,8 +114,9 @@ def cmd_topology(args: argparse.Namespace) -> int:
         raw = dict(data.get("topology") or {})
         seed = int(data.get("seed", 0))
         base = Path(src).resolve().parent
+        budget = (data.get("engine") or {}).get("memory_budget_gb")
     else:
-        raw, seed, base = {"name": src}, args.seed, None
+        raw, seed, base, budget = {"name": src}, args.seed, None, None
     if args.n is not None:
         raw["n"] = args.n
     try:
@@ -129,7 +130,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
             msg = format_validation_error(exc, {"topology": raw})
             raise ConfigError("topology." + msg) from None
         raise
-    plan = build_topology(tcfg, seed=seed, base_dir=base)
+    budget = float(budget) if isinstance(budget, (int, float)) and budget > 0 else None
+    plan = build_topology(tcfg, seed=seed, base_dir=base, memory_budget_gb=budget)
     flat: dict[str, object] = {}
     for key, value in describe(plan).items():
         if isinstance(value, dict) and key == "spectral":

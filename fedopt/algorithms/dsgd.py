@@ -45,6 +45,7 @@ class DSGD(Algorithm):
     Config = DSGDConfig
     requires = frozenset({"connected", "doubly_stochastic"})
     roles = ("gossip", "client")
+    state_tensors = 3  # x, its mixed copy, a gradient (CTA)
 
     def init_state(self) -> State:
         ctx = self.ctx

@@ -80,6 +80,7 @@ class FedAvg(Algorithm):
     requires = frozenset({"star"})
     roles = ("server", "client")
     supports_byzantine = True
+    state_tensors = 4  # the clients' models, their updates, the gathered and attacked ones
 
     @staticmethod
     def _sampled_count(config: FedAvgConfig, clients: int) -> int:
@@ -241,6 +242,10 @@ class FedAvg(Algorithm):
         if self.server is None:
             return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
         return torch.tensor([self.server]), state["w"]
+
+    @classmethod
+    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
+        return 1  # the server's model
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:

@@ -47,6 +47,7 @@ class LEARN(RobustP2P):
     """Two robust exchanges per round: gradients, then models (trimmed mean)."""
 
     Config = LEARNConfig
+    state_tensors = 12  # the robust P2P round's, plus the gathered gradients
     aggregator = "trimmed_mean"
 
     def minibatches(self, t: int) -> int:

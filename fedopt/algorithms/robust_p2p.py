@@ -72,6 +72,14 @@ class RobustP2P(Algorithm):
     roles = ("gossip", "client")
     supports_byzantine = True
     aggregator: ClassVar[str] = "mean"
+    # x, m, the honest rows' copies, gradient, half step, the all-gathered half steps, the
+    # Byzantine vectors, their pool, the pivots and the new models ...
+    state_tensors = 10
+
+    @classmethod
+    def node_tensors(cls, config: Any, n: int) -> int:
+        """... plus the ``n - f`` vectors each node aggregates (``[k, n - f, dim]``)."""
+        return cls.state_tensors + n
 
     @classmethod
     def aggregator_params(cls, config: Any) -> dict[str, Any]:

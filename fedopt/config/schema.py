@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig
-from fedopt.fields import COUNT_MAX, EVENTS_MAX, Section
+from fedopt.fields import COUNT_MAX, EVENTS_MAX, MEMORY_BUDGET_MAX_GB, Section
 from fedopt.network.compute_time import ComputeConfig
 from fedopt.network.faults import FaultsConfig
 from fedopt.network.link import NetworkConfig
@@ -127,7 +127,17 @@ class EngineConfig(Section):
     )
     timeout_s: float = Field(600.0, gt=0, description="ray: longest wait for any worker")
     max_restarts: int = Field(
-        0, ge=0, description="ray: restart dead actors from the last checkpoint this often"
+        0,
+        ge=0,
+        le=COUNT_MAX,
+        description="ray: restart dead actors from the last checkpoint this often",
+    )
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        le=MEMORY_BUDGET_MAX_GB,
+        description="memory a run may use (GiB), checked before anything is built: the "
+        "local process, or each Ray actor; default: 80% of the memory available now",
     )
 
     @model_validator(mode="after")

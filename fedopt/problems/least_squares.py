@@ -218,6 +218,18 @@ class LeastSquares(Problem):
 
     oracle_class = LeastSquaresOracle
 
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """``A [k, m, dim]`` and ``b [k, m]``, three float64 ``[k, dim, dim]`` curvature
+        matrices (closed-form optimum, Cholesky factors or eigenvalues) and the
+        row-chunk temporaries."""
+        cfg = coerce_config(config, LeastSquaresConfig, "problem")
+        m, d = cfg.samples_per_node, cfg.dim
+        data = num_nodes * m * (d + 1) * cls.param_itemsize(cfg)
+        curv = 3 * num_nodes * d * d * 8
+        how = f"{num_nodes:,} nodes x {m:,} samples x {d + 1:,} values, {3 * num_nodes:,} x {d}^2"
+        return data + curv + (3 * 64 << 20), how
+
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         cfg = coerce_config(config, LeastSquaresConfig, "problem")

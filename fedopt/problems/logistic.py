@@ -414,6 +414,35 @@ class Logistic(Problem):
 
     oracle_class = LogisticOracle
 
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        cfg = coerce_config(config, LogisticConfig, "problem")
+        return cfg.dim + int(cfg.bias)
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """Stored data (or, regenerated, the cache and the block being rebuilt), one node's
+        float64 draws, the minibatch buffers and the logits of a block of nodes."""
+        from fedopt.engine.budget import fmt_bytes
+
+        cfg = coerce_config(config, LogisticConfig, "problem")
+        stored = data_bytes(cfg, num_nodes)
+        per_node = data_bytes(cfg, 1)
+        budget = int(cfg.memory_budget_gb * (1 << 30))
+        regenerate = cfg.data == "regenerate" or (cfg.data == "auto" and stored > budget)
+        m, d = cfg.samples_per_node, cfg.dim + int(cfg.bias)
+        batch = m if cfg.batch_size == 0 or cfg.batch_size >= m else cfg.batch_size
+        buffers = 2 * min(num_nodes, MAX_ROWS_PER_PASS) * batch * (d + 1) * 4
+        block_nodes = max(1, min(num_nodes, (64 << 20) // per_node))
+        work = 3 * per_node + 3 * block_nodes * m * 4  # numpy draws, logits of a block
+        if regenerate:
+            held = min(CACHE_BYTES, budget // 2) + max(REGEN_BLOCK_BYTES, per_node)
+            how = f"regenerated: cache and block {fmt_bytes(held)}, {fmt_bytes(per_node)} a node"
+        else:
+            held = stored
+            how = f"{num_nodes:,} nodes x {m:,} samples x {d + 1:,} values x 4 B"
+        return held + buffers + work, how
+
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         cfg = coerce_config(config, LogisticConfig, "problem")

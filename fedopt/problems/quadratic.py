@@ -155,6 +155,14 @@ class Quadratic(Problem):
 
     oracle_class = QuadraticOracle
 
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """Curvatures and centres ``A, b`` plus five float64 ``[k, dim]`` temporaries of
+        the evaluation (``A``, ``x - b`` and their products) and of the optimum."""
+        cfg = coerce_config(config, QuadraticConfig, "problem")
+        per = 2 * cls.param_itemsize(cfg) + 5 * 8
+        return num_nodes * cfg.dim * per, f"{num_nodes:,} nodes x {cfg.dim:,} x {per} B"
+
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         cfg = coerce_config(config, QuadraticConfig, "problem")
