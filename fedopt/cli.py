@@ -301,13 +301,14 @@ def cmd_topology(args: argparse.Namespace) -> int:
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"{src}: seed: expected an integer, got {seed!r}")
         base = Path(src).resolve().parent
+        budget = (data.get("engine") or {}).get("memory_budget_gb")
     else:
         if args.set or args.unset:
             raise ConfigError(
                 f"--set/--unset change an experiment file, but {src!r} is a topology name or "
                 "graph file; give topology parameters in an experiment YAML"
             )
-        raw, seed, base = {"name": src}, args.seed, None
+        raw, seed, base, budget = {"name": src}, args.seed, None, None
     if args.n is not None:
         raw["n"] = args.n
     try:
@@ -321,7 +322,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
             msg = format_validation_error(exc, {"topology": raw})
             raise ConfigError("topology." + msg) from None
         raise
-    plan = build_topology(tcfg, seed=seed, base_dir=base)
+    budget = float(budget) if isinstance(budget, (int, float)) and budget > 0 else None
+    plan = build_topology(tcfg, seed=seed, base_dir=base, memory_budget_gb=budget)
     flat: dict[str, object] = {}
     for key, value in describe(plan).items():
         if isinstance(value, dict) and key == "spectral":

@@ -23,7 +23,16 @@ from functools import lru_cache
 
 import torch
 
+from fedopt.errors import ConfigError
+
 _MASK64 = (1 << 64) - 1
+
+SEED_MAX = (1 << 63) - 1
+"""Largest accepted seed, ``2**63 - 1``. Keys are 64-bit words and :func:`purpose_key`
+maps a seed through bijections of that word (SplitMix64's finaliser, an XOR), so two
+different accepted seeds never share a key. Seeds ``>= 2**64`` would repeat
+``seed mod 2**64`` and are refused (:func:`check_seed`), as is the upper half of the
+64-bit range, so that a seed, like every integer of an experiment, fits int64."""
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1 = 0xBF58476D1CE4E5B9
 _M2 = 0x94D049BB133111EB
@@ -58,6 +67,38 @@ def mix_(z: torch.Tensor) -> torch.Tensor:
     z.bitwise_xor_(_srl(z, 27)).mul_(_M2_S)
     z.bitwise_xor_(_srl(z, 31))
     return z
+
+
+def check_seed(seed: object, field: str = "seed") -> int:
+    """Return ``seed`` as an int when it lies in ``[0, SEED_MAX]``; raise otherwise.
+
+    Parameters
+    ----------
+    seed
+        The seed to check.
+    field
+        Dotted name quoted in the message; empty for a pydantic validator (the
+        formatter adds the field and the value).
+
+    Raises
+    ------
+    ValueError
+        (:class:`~fedopt.errors.ConfigError` when ``field`` is given) for a bool, a
+        non-integer or a seed outside the range.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        msg = f"must be an integer in [0, 2**63 - 1], got {seed!r}"
+    elif 0 <= seed <= SEED_MAX:
+        return int(seed)
+    else:
+        msg = (
+            f"must be in [0, 2**63 - 1] = [0, {SEED_MAX}]: random numbers are keyed by "
+            "64-bit words, so a seed outside it could silently repeat another seed's run "
+            "(seeds are also kept within int64); use a seed in that range"
+        )
+    if not field:
+        raise ValueError(msg)
+    raise ConfigError(f"{field}: {msg} (got {seed!r})")
 
 
 @lru_cache(maxsize=4096)

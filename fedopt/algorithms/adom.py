@@ -146,6 +146,9 @@ class ADOMPlus(Algorithm):
     Config = ADOMPlusConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
+    # 7 state rows (x, x_f, y, y_f, z, z_f, m) plus one round's temporaries: x_g, g, y_g,
+    # z_g, s, r, y_new, x_new and their differences, and the [k, 2 dim] gossip in and out
+    state_tensors = 24
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)

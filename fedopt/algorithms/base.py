@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from fedopt.fields import Section
 from fedopt.registry import Registry
 
 if TYPE_CHECKING:
@@ -63,10 +63,9 @@ def plain_constants(values: Mapping[str, Any]) -> dict[str, Constant]:
     return out
 
 
-class AlgorithmConfig(BaseModel):
-    """Base of every algorithm's hyperparameter model (frozen, unknown keys rejected)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class AlgorithmConfig(Section):
+    """Base of every algorithm's hyperparameter model (frozen, closed, finite: see
+    :class:`~fedopt.fields.Section`)."""
 
     name: str
 
@@ -172,6 +171,13 @@ class Algorithm(ABC):
     roles: ClassVar[tuple[str, ...]] = ("gossip",)
     schedule: ClassVar[str] = "rounds"  # or "events" (Poisson clocks; see fedopt.events)
     supports_byzantine: ClassVar[bool] = False  # accepts the experiment's byzantine section
+    state_tensors: ClassVar[int] = 4
+    """Upper bound on the ``[k, dim]`` tensors a worker holds at once for its ``k`` nodes:
+    the state plus one round's temporaries (the default covers a model, its mixed copy,
+    a gradient and one spare). The memory budget multiplies it by ``n x dim x itemsize``
+    (:mod:`fedopt.engine.budget`); algorithms that keep more set it higher."""
+    state_itemsize: ClassVar[int | None] = None
+    """Bytes per state element; None: the problem's dtype (event schedules use float64)."""
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         self.config = config
@@ -221,6 +227,21 @@ class Algorithm(ABC):
         return None
 
     @classmethod
+    def node_tensors(cls, config: AlgorithmConfig, n: int) -> int:
+        """``[k, dim]`` tensors held at once on a run of ``n`` nodes (memory budget).
+
+        Default :attr:`state_tensors`; algorithms whose temporaries grow with ``n`` (every
+        node aggregating ``n - f`` received vectors) override it.
+        """
+        return cls.state_tensors
+
+    @classmethod
+    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
+        """Models :meth:`output` reports on a run of ``n`` nodes (default ``n``); the
+        driver averages them at every evaluation (memory budget)."""
+        return n
+
+    @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int | None:
         """Exact number of messages ``rounds`` rounds send (None if not closed-form).
 
@@ -236,6 +257,7 @@ class EventAlgorithm(Algorithm):
     """
 
     schedule: ClassVar[str] = "events"
+    state_itemsize: ClassVar[int | None] = 8  # event state is float64
 
     def init_state(self) -> State:
         raise TypeError(f"{self.config.name} runs on the event schedule, not in rounds")

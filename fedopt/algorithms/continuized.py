@@ -54,6 +54,7 @@ class Continuized(EventAlgorithm):
     Config = ContinuizedConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
+    state_tensors = 6  # float64: S (2 rows per node), x0, dual gradients, event copies
 
     @classmethod
     def check_plan(cls, config: Any, plan: Any) -> None:

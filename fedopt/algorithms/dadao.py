@@ -134,6 +134,7 @@ class DADAO(EventAlgorithm):
     Config = DADAOConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
+    state_tensors = 10  # float64: the 6 ODE coordinates S, x0, outputs and gradients
 
     @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:

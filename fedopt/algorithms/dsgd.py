@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, Constant, State
+from fedopt.fields import COUNT_MAX
 
 
 class DSGDConfig(AlgorithmConfig):
@@ -30,7 +31,9 @@ class DSGDConfig(AlgorithmConfig):
 
     name: Literal["dsgd"] = "dsgd"
     lr: float = Field(0.05, gt=0, description="step size")
-    local_steps: int = Field(1, ge=0, description="local SGD steps per round (0: gossip only)")
+    local_steps: int = Field(
+        1, ge=0, le=COUNT_MAX, description="local SGD steps per round (0: gossip only)"
+    )
     variant: Literal["atc", "cta"] = Field("atc", description="adapt-then-combine or the reverse")
     lr_decay: float = Field(0.0, ge=0, description="lr_t = lr / (1 + lr_decay * t)")
 
@@ -42,6 +45,7 @@ class DSGD(Algorithm):
     Config = DSGDConfig
     requires = frozenset({"connected", "doubly_stochastic"})
     roles = ("gossip", "client")
+    state_tensors = 3  # x, its mixed copy, a gradient (CTA)
 
     def init_state(self) -> State:
         ctx = self.ctx

@@ -44,6 +44,7 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX, Number
 from fedopt.robust import make_aggregator, make_attack, make_drift
 from fedopt.robust.aggregators import rule_constants
 
@@ -53,16 +54,19 @@ class FedAvgConfig(AlgorithmConfig):
 
     name: Literal["fedavg"] = "fedavg"
     lr: float = Field(0.1, gt=0, description="client learning rate")
-    local_steps: int = Field(5, ge=1, description="local SGD steps per round")
+    local_steps: int = Field(5, ge=1, le=COUNT_MAX, description="local SGD steps per round")
     client_fraction: float = Field(1.0, gt=0, le=1, description="fraction C sampled per round")
     weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights")
     server_lr: float = Field(1.0, gt=0, description="server step on the averaged update")
     aggregator: str = Field("mean", description="server rule on the updates (robust or mean)")
-    aggregator_params: dict[str, int | float] = Field(
+    aggregator_params: dict[str, Number] = Field(
         default_factory=dict, description="the rule's hyperparameters (e.g. tau, m_keep)"
     )
     f: int | None = Field(
-        None, ge=0, description="faults the rule tolerates (default: Byzantine clients)"
+        None,
+        ge=0,
+        le=COUNT_MAX,
+        description="faults the rule tolerates (default: Byzantine clients)",
     )
 
 
@@ -84,6 +88,7 @@ class FedAvg(Algorithm):
     requires = frozenset({"star"})
     roles = ("server", "client")
     supports_byzantine = True
+    state_tensors = 4  # the clients' models, their updates, the gathered and attacked ones
 
     @staticmethod
     def _sampled_count(config: FedAvgConfig, clients: int) -> int:
@@ -257,6 +262,10 @@ class FedAvg(Algorithm):
         if self.server is None:
             return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
         return torch.tensor([self.server]), state["w"]
+
+    @classmethod
+    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
+        return 1  # the server's model
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:

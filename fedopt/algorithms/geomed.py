@@ -14,6 +14,7 @@ from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS
 from fedopt.algorithms.robust_p2p import MomentumP2PConfig, RobustP2P, RobustP2PConfig
+from fedopt.fields import COUNT_MAX
 
 
 class GMConfig(RobustP2PConfig):
@@ -21,7 +22,7 @@ class GMConfig(RobustP2PConfig):
 
     name: Literal["gm", "mogm"] = "gm"
     nu: float = Field(0.1, gt=0, description="Weiszfeld smoothing")
-    iterations: int = Field(3, ge=1, description="Weiszfeld iterations from 0")
+    iterations: int = Field(3, ge=1, le=COUNT_MAX, description="Weiszfeld iterations from 0")
 
 
 class MoGMConfig(MomentumP2PConfig, GMConfig):

@@ -27,6 +27,7 @@ from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS, State
 from fedopt.algorithms.robust_p2p import RobustP2P, RobustP2PConfig
+from fedopt.fields import COUNT_MAX
 
 
 class LEARNConfig(RobustP2PConfig):
@@ -34,7 +35,10 @@ class LEARNConfig(RobustP2PConfig):
 
     name: Literal["learn"] = "learn"
     max_minibatches: int | None = Field(
-        None, ge=1, description="cap on minibatches per gradient (None: the batch grows as t+1)"
+        None,
+        ge=1,
+        le=COUNT_MAX,
+        description="cap on minibatches per gradient (None: the batch grows as t+1)",
     )
 
 
@@ -43,6 +47,7 @@ class LEARN(RobustP2P):
     """Two robust exchanges per round: gradients, then models (trimmed mean)."""
 
     Config = LEARNConfig
+    state_tensors = 12  # the robust P2P round's, plus the gathered gradients
     aggregator = "trimmed_mean"
 
     def minibatches(self, t: int) -> int:

@@ -125,6 +125,9 @@ class MSDA(Algorithm):
     Config = MSDAConfig
     requires = frozenset({"connected"})
     roles = ("gossip", "client")
+    # x, y, theta plus the round's conjugate gradient (float64), the Chebyshev recursion's
+    # prev/cur/next, u - cur and the new x, y
+    state_tensors = 10
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)

@@ -37,6 +37,7 @@ from pydantic import Field
 from fedopt import rng
 from fedopt.algorithms.base import Algorithm, AlgorithmConfig, Constant, State, WorkerContext
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX
 from fedopt.robust import make_aggregator, make_attack, make_drift
 from fedopt.robust.aggregators import Aggregator, rule_constants
 
@@ -46,12 +47,15 @@ class RobustP2PConfig(AlgorithmConfig):
 
     lr: float = Field(0.05, gt=0, description="step size gamma_0")
     lr_decay_every: int | None = Field(
-        None, ge=1, description="lr_t = lr / (1 + floor(t / every)); None: constant"
+        None, ge=1, le=COUNT_MAX, description="lr_t = lr / (1 + floor(t / every)); None: constant"
     )
     momentum: float = Field(0.0, ge=0, lt=1, description="beta of m <- beta m + (1-beta) g")
     reg: float = Field(0.0, ge=0, description="norm regulariser reg * ||theta|| (not squared)")
     f: int | None = Field(
-        None, ge=0, description="faults tolerated (default: the number of Byzantine nodes)"
+        None,
+        ge=0,
+        le=COUNT_MAX,
+        description="faults tolerated (default: the number of Byzantine nodes)",
     )
 
 
@@ -69,6 +73,14 @@ class RobustP2P(Algorithm):
     roles = ("gossip", "client")
     supports_byzantine = True
     aggregator: ClassVar[str] = "mean"
+    # x, m, the honest rows' copies, gradient, half step, the all-gathered half steps, the
+    # Byzantine vectors, their pool, the pivots and the new models ...
+    state_tensors = 10
+
+    @classmethod
+    def node_tensors(cls, config: Any, n: int) -> int:
+        """... plus the ``n - f`` vectors each node aggregates (``[k, n - f, dim]``)."""
+        return cls.state_tensors + n
 
     @classmethod
     def aggregator_params(cls, config: Any) -> dict[str, Any]:

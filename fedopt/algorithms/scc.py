@@ -17,13 +17,14 @@ from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS
 from fedopt.algorithms.robust_p2p import RobustP2P, RobustP2PConfig
+from fedopt.fields import COUNT_MAX
 
 
 class SCCConfig(RobustP2PConfig):
     name: Literal["scc"] = "scc"
     momentum: float = Field(0.9, ge=0, lt=1, description="beta of the momentum EMA")
     tau: float = Field(2.0, gt=0, description="clipping radius (2 on MNIST, 5 on CIFAR)")
-    iterations: int = Field(3, ge=1, description="clipping iterations")
+    iterations: int = Field(3, ge=1, le=COUNT_MAX, description="clipping iterations")
 
 
 @ALGORITHMS.register("scc")

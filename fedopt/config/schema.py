@@ -19,31 +19,35 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig
+from fedopt.fields import COUNT_MAX, EVENTS_MAX, MEMORY_BUDGET_MAX_GB, Section
 from fedopt.network.compute_time import ComputeConfig
 from fedopt.network.faults import FaultsConfig
 from fedopt.network.link import NetworkConfig
 from fedopt.problems import PROBLEMS
 from fedopt.problems.base import ProblemConfig
+from fedopt.rng import SEED_MAX, check_seed
 from fedopt.robust.byzantine import ByzantineConfig
 from fedopt.topology.base import TopologyConfig
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
 
-
-class StopConfig(BaseModel):
+class StopConfig(Section):
     """When a run ends: the first rule that holds (``rounds`` or ``sim_time_s`` is required)."""
 
-    model_config = _FROZEN
-
-    rounds: int | None = Field(100, ge=1, description="maximum number of rounds")
+    rounds: int | None = Field(100, ge=1, le=COUNT_MAX, description="maximum number of rounds")
     sim_time_s: float | None = Field(None, gt=0, description="stop once simulated time reaches")
     target_loss: float | None = Field(None, description="stop once the evaluated loss is below")
-    events: int | None = Field(None, ge=1, description="event schedule: stop after this many")
-    gradients: int | None = Field(None, ge=1, description="event schedule: gradient events")
-    communications: int | None = Field(None, ge=1, description="event schedule: gossip events")
+    events: int | None = Field(
+        None, ge=1, le=EVENTS_MAX, description="event schedule: stop after this many"
+    )
+    gradients: int | None = Field(
+        None, ge=1, le=EVENTS_MAX, description="event schedule: gradient events"
+    )
+    communications: int | None = Field(
+        None, ge=1, le=EVENTS_MAX, description="event schedule: gossip events"
+    )
     target_distance: float | None = Field(
         None, gt=0, description="stop once mean_i ||x_i - x*||^2 / its start value is below"
     )
@@ -58,23 +62,22 @@ class StopConfig(BaseModel):
         return self
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(Section):
     """Evaluation cadence (rounds 0 and the last round are always evaluated)."""
 
-    model_config = _FROZEN
-
     every: int = Field(
-        1, ge=1, description="evaluate every this many rounds (event schedule: event blocks)"
+        1,
+        ge=1,
+        le=COUNT_MAX,
+        description="evaluate every this many rounds (event schedule: event blocks)",
     )
     every_time_s: float | None = Field(
         None, gt=0, description="event schedule: also evaluate at every multiple of this time"
     )
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(Section):
     """Where the run directory goes."""
-
-    model_config = _FROZEN
 
     dir: str | None = Field(None, description="run directory (default runs/<name>)")
     overwrite: bool = Field(False, description="replace an existing run directory")
@@ -82,28 +85,34 @@ class OutputConfig(BaseModel):
         10_000_000, ge=0, description="save all final node params when n*dim is at most this"
     )
     checkpoint_every: int | None = Field(
-        None, ge=1, description="write a resumable checkpoint every this many rounds"
+        None, ge=1, le=COUNT_MAX, description="write a resumable checkpoint every this many rounds"
     )
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(Section):
     """Execution engine and its resources.
 
     ``local`` runs every node in this process. ``ray`` runs workers as Ray actors, each
     hosting a shard of nodes as node-batched tensors; results are identical.
     """
 
-    model_config = _FROZEN
-
     kind: Literal["local", "ray"] = Field("local", description="execution engine")
-    threads: int | None = Field(None, ge=1, description="torch threads (default: usable cores)")
-    chunk_size: int = Field(1024, ge=1, description="nodes per cache-sized chunk in hot loops")
+    threads: int | None = Field(
+        None, ge=1, le=65536, description="torch threads (default: usable cores)"
+    )
+    chunk_size: int = Field(
+        1024, ge=1, le=COUNT_MAX, description="nodes per cache-sized chunk in hot loops"
+    )
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where node tensors live")
     event_block: int = Field(
-        1024, ge=1, description="event schedule: events drawn and applied per block"
+        1024, ge=1, le=1 << 24, description="event schedule: events drawn and applied per block"
     )
-    actors: int | None = Field(None, ge=1, description="ray: number of actors (default: auto)")
-    nodes_per_actor: int | None = Field(None, ge=1, description="ray: nodes per actor")
+    actors: int | None = Field(
+        None, ge=1, le=COUNT_MAX, description="ray: number of actors (default: auto)"
+    )
+    nodes_per_actor: int | None = Field(
+        None, ge=1, le=COUNT_MAX, description="ray: nodes per actor"
+    )
     one_node_per_actor: bool = Field(False, description="ray: one actor per node (slow, realism)")
     cpus_per_actor: float | None = Field(
         None, gt=0, description="ray: CPUs reserved per actor (default: 1, or a fair share)"
@@ -118,7 +127,17 @@ class EngineConfig(BaseModel):
     )
     timeout_s: float = Field(600.0, gt=0, description="ray: longest wait for any worker")
     max_restarts: int = Field(
-        0, ge=0, description="ray: restart dead actors from the last checkpoint this often"
+        0,
+        ge=0,
+        le=COUNT_MAX,
+        description="ray: restart dead actors from the last checkpoint this often",
+    )
+    memory_budget_gb: float | None = Field(
+        None,
+        gt=0,
+        le=MEMORY_BUDGET_MAX_GB,
+        description="memory a run may use (GiB), checked before anything is built: the "
+        "local process, or each Ray actor; default: 80% of the memory available now",
     )
 
     @model_validator(mode="after")
@@ -133,13 +152,16 @@ class EngineConfig(BaseModel):
         return self
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(Section):
     """One experiment: every section validated before anything runs."""
 
-    model_config = _FROZEN
-
     name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = Field(0, ge=0, description="root seed; every random number derives from it")
+    seed: int = Field(
+        0,
+        ge=0,
+        description=f"root seed in [0, 2**63 - 1 = {SEED_MAX}]; every random "
+        "number derives from it",
+    )
     plugins: list[str] = Field(
         default_factory=list, description="Python files registering extra algorithms/problems"
     )
@@ -154,6 +176,12 @@ class ExperimentConfig(BaseModel):
     engine: EngineConfig = Field(default_factory=EngineConfig)
     faults: FaultsConfig = Field(default_factory=FaultsConfig)
     byzantine: ByzantineConfig | None = None
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _seed(cls, v: Any) -> Any:
+        # before the int64 check of every integer, for the seed's own message
+        return check_seed(v, "") if isinstance(v, int) and not isinstance(v, bool) else v
 
     @field_validator("algorithm", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ import numpy as np
 
 from fedopt.algorithms.base import ALGORITHMS
 from fedopt.config.schema import ExperimentConfig
+from fedopt.engine.budget import check_run_memory
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError
 from fedopt.network.faults import check_faults
@@ -21,16 +22,26 @@ from fedopt.topology import build_topology, check_topology
 def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan:
     """Build the topology, check the algorithm's requirements and fix node roles.
 
+    The memory a run needs is estimated before anything is built and again once the
+    graph exists (:mod:`fedopt.engine.budget`), so a run that cannot fit is refused
+    before any data or node state is allocated.
+
     Raises
     ------
     ConfigError
-        When the topology does not meet the algorithm's ``requires`` or roles, a
-        per-node setting has the wrong length, or the algorithm's
+        When the run would exceed ``engine.memory_budget_gb``, the topology does not
+        meet the algorithm's ``requires`` or roles, a per-node setting has the wrong
+        length, or the algorithm's
         :meth:`~fedopt.algorithms.base.Algorithm.check_plan` refuses the experiment.
     """
     algo_name = config.algorithm.name
     algo = ALGORITHMS.get(algo_name)
-    topo = build_topology(config.topology, seed=config.seed, base_dir=base_dir)
+    check_run_memory(config, base_dir)  # before anything is built: the config's bound
+    budget_gb = config.engine.memory_budget_gb
+    topo = build_topology(
+        config.topology, seed=config.seed, base_dir=base_dir, memory_budget_gb=budget_gb
+    )
+    check_run_memory(config, base_dir, topo)  # exact graph, before any data or state
     req = algo.requires
     topo = check_topology(
         topo,

@@ -13,15 +13,14 @@ keyed by the seed) and 1 otherwise. Wall-clock time is never used.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from fedopt import rng
+from fedopt.fields import Section
 
 
-class ComputeConfig(BaseModel):
+class ComputeConfig(Section):
     """The ``compute`` section: simulated time per local step and node speeds."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     step_time_s: float = Field(0.01, ge=0, description="seconds per local step at speed 1")
     speeds: list[float] | None = Field(None, description="explicit speed per node (length n)")

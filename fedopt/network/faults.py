@@ -31,22 +31,23 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from fedopt import rng
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX, Section
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
 
-
-class Window(BaseModel):
+class Window(Section):
     """A time window in rounds (``from_round`` inclusive to ``to_round`` exclusive) or in
     simulated seconds (``from_time_s`` to ``to_time_s``); an open end lasts to the end."""
 
-    model_config = _FROZEN
-
-    from_round: int | None = Field(None, ge=0, description="first round of the window")
-    to_round: int | None = Field(None, ge=1, description="round at which the window ends")
+    from_round: int | None = Field(
+        None, ge=0, le=COUNT_MAX, description="first round of the window"
+    )
+    to_round: int | None = Field(
+        None, ge=1, le=COUNT_MAX, description="round at which the window ends"
+    )
     from_time_s: float | None = Field(None, ge=0, description="start in simulated seconds")
     to_time_s: float | None = Field(None, gt=0, description="end in simulated seconds")
 
@@ -97,17 +98,15 @@ class PartitionConfig(Window):
     groups: list[list[int]] = Field(min_length=1, description="disjoint lists of node ids")
 
 
-class FaultsConfig(BaseModel):
+class FaultsConfig(Section):
     """The ``faults`` section (every entry optional; empty means a fault-free run)."""
-
-    model_config = _FROZEN
 
     crashes: list[CrashConfig] = Field(default_factory=list)
     drop: float = Field(0.0, ge=0, le=1, description="probability that a message is lost")
     link_failures: list[LinkFailureConfig] = Field(default_factory=list)
     partitions: list[PartitionConfig] = Field(default_factory=list)
     partial_receipt: int | None = Field(
-        None, ge=1, description="receivers use only the first k messages that arrive"
+        None, ge=1, le=COUNT_MAX, description="receivers use only the first k messages that arrive"
     )
 
     @property

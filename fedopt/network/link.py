@@ -18,21 +18,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX, Section
 from fedopt.network.meter import HEADER_BYTES
 
 
-class NetworkConfig(BaseModel):
+class NetworkConfig(Section):
     """The ``network`` section: default link parameters and the message header."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     latency_s: float = Field(0.001, ge=0, description="one-way latency per message (s)")
-    bandwidth_Bps: float = Field(1.25e8, gt=0, description="link bandwidth (bytes/s)")
+    bandwidth_Bps: float = Field(
+        1.25e8,
+        gt=0,
+        allow_inf_nan=True,
+        description="link bandwidth (bytes/s); inf: no transmission delay (latency only)",
+    )
     loss: float = Field(0.0, ge=0, lt=1, description="probability an attempt is lost")
-    header_bytes: int = Field(HEADER_BYTES, ge=0, description="fixed bytes per message")
+    header_bytes: int = Field(
+        HEADER_BYTES, ge=0, le=COUNT_MAX, description="fixed bytes per message"
+    )
 
 
 class LinkModel:

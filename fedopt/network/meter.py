@@ -11,7 +11,11 @@ count as 8-byte integers, 4 bytes of flags). ``numel`` and ``dtype`` are those o
 again in bytes and in ``retransmissions``, but a logical message is one message.
 
 A batch of messages is metered with one ``index_add_`` over edge ids; totals are kept
-as exact Python integers.
+as exact Python integers. The per-edge counters are int64 tensors and never wrap: the
+exact total bounds every edge's count, and a message that would take it past
+``2**63 - 1`` bytes raises :class:`~fedopt.errors.EngineError` instead (runs that would
+get there with one message per round are refused at compile time,
+:func:`fedopt.engine.budget.check_counters`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from fedopt.errors import EngineError
+
 HEADER_BYTES = 32
+INT64_MAX = 2**63 - 1
 
 
 def payload_bytes(numel: int, dtype: torch.dtype, header_bytes: int = HEADER_BYTES) -> int:
@@ -94,14 +101,19 @@ class Meter:
         if not self.enabled or edge_ids.numel() == 0:
             return
         count = int(edge_ids.numel())
+        sent = count if attempts is None else int(attempts.sum())
+        t = self.totals
+        if t.bytes + sent * nbytes > INT64_MAX or t.messages + count > INT64_MAX:
+            raise EngineError(
+                f"meter: {kind!r} messages would take the byte counters past 2**63 - 1 "
+                f"(already {t.bytes} bytes, {sent} more messages of {nbytes} bytes); the "
+                "counters are int64 and do not wrap: run fewer rounds or smaller messages"
+            )
         if attempts is None:
-            sent = count
             self.edge_bytes.index_add_(0, edge_ids, torch.full_like(edge_ids, nbytes))
         else:
-            sent = int(attempts.sum())
             self.edge_bytes.index_add_(0, edge_ids, attempts * nbytes)
         self.edge_messages.index_add_(0, edge_ids, torch.ones_like(edge_ids))
-        t = self.totals
         t.messages += count
         t.bytes += sent * nbytes
         t.retransmissions += sent - count

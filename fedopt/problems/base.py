@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+
+from fedopt.fields import Section
 
 
-class ProblemConfig(BaseModel):
-    """Base of every problem's hyperparameter model (frozen, unknown keys rejected)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ProblemConfig(Section):
+    """Base of every problem's hyperparameter model (frozen, closed, finite: see
+    :class:`~fedopt.fields.Section`)."""
 
     name: str
 
@@ -194,6 +194,31 @@ class Problem:
 
         cfg = coerce_config(config, cls.Config, "problem")
         return cls.oracle_class(cfg, seed, data_ranks, num_data_nodes, torch.device(device))  # type: ignore[call-arg]
+
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        """Parameters per node before any oracle is built (None when unknown).
+
+        Used by the memory budget (:mod:`fedopt.engine.budget`); default: the config's
+        ``dim`` field.
+        """
+        dim = getattr(config, "dim", None)
+        return int(dim) if isinstance(dim, int) else None
+
+    @classmethod
+    def param_itemsize(cls, config: ProblemConfig) -> int:
+        """Bytes per parameter: 8 for ``dtype: float64``, else 4 (float32)."""
+        return 8 if getattr(config, "dtype", "float32") == "float64" else 4
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """Upper bound of the bytes an oracle for ``num_nodes`` data nodes holds at once:
+        stored data plus evaluation temporaries, and how it was computed.
+
+        Used by the memory budget before any data exist; default ``(0, "")`` (a plug-in
+        problem that stores data should override it).
+        """
+        return 0, ""
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

@@ -36,6 +36,7 @@ samples (``batch_size: 0`` = full batch).
 from __future__ import annotations
 
 import logging
+import math
 from functools import lru_cache
 from typing import Literal
 
@@ -44,6 +45,7 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX
 from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig
 from fedopt.problems.partition import PartitionConfig, partition
@@ -59,7 +61,10 @@ class DigitsConfig(ProblemConfig):
     """Fields shared by the digits problems."""
 
     batch_size: int = Field(
-        32, ge=0, description="samples per stochastic gradient, with replacement; 0 = full batch"
+        32,
+        ge=0,
+        le=COUNT_MAX,
+        description="samples per stochastic gradient, with replacement; 0 = full batch",
     )
     l2: float = Field(0.0, ge=0, allow_inf_nan=False, description="ridge coefficient lambda")
     test_fraction: float = Field(
@@ -81,7 +86,7 @@ class DigitsMLPConfig(DigitsConfig):
     """Hyperparameters of ``digits_mlp`` (one hidden ReLU layer)."""
 
     name: Literal["digits_mlp"] = "digits_mlp"
-    hidden: int = Field(32, ge=1, description="width of the hidden layer")
+    hidden: int = Field(32, ge=1, le=COUNT_MAX, description="width of the hidden layer")
 
 
 # ----------------------------------------------------------------------------- data
@@ -392,6 +397,25 @@ class DigitsOracle(Oracle):
         return {"test_loss": float(nll.mean()), "test_accuracy": float(acc)}
 
 
+def _data_bytes(config: DigitsConfig, num_nodes: int) -> tuple[int, str]:
+    """Upper bound of the padded training data ``[k, max_m]`` (features, labels, masks)
+    and of one batched forward pass over it."""
+    total = 1797  # samples of load_digits (before the test split)
+    train = total - math.floor(config.test_fraction * total) + NUM_CLASSES
+    part = config.partition
+    if part.kind == "iid":
+        max_m = math.ceil(train / num_nodes)
+    elif part.kind == "shards":
+        per = math.ceil(train / (num_nodes * part.shards_per_node)) + 1
+        max_m = part.shards_per_node * per
+    else:  # a Dirichlet draw may give one node almost everything
+        max_m = train
+    max_m = max(1, min(train, max_m))
+    width = config.hidden if isinstance(config, DigitsMLPConfig) else 0
+    per_slot = NUM_FEATURES * 4 + 8 + 2 * 4 + 3 * (width + NUM_CLASSES) * 4
+    return num_nodes * max_m * per_slot, f"{num_nodes:,} nodes x {max_m:,} samples x {per_slot} B"
+
+
 def _summary(config: DigitsConfig) -> dict[str, object]:
     _, y = load()
     train, test = split(y, config.test_fraction, 0)
@@ -412,6 +436,14 @@ class DigitsSoftmax(Problem):
 
     oracle_class = DigitsOracle
 
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        return Layout(layer_sizes(coerce_config(config, DigitsSoftmaxConfig, "problem"))).dim
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        return _data_bytes(coerce_config(config, DigitsSoftmaxConfig, "problem"), num_nodes)
+
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         return _summary(coerce_config(config, DigitsSoftmaxConfig, "problem"))
@@ -424,6 +456,14 @@ class DigitsMLP(Problem):
     Config = DigitsMLPConfig
 
     oracle_class = DigitsOracle
+
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        return Layout(layer_sizes(coerce_config(config, DigitsMLPConfig, "problem"))).dim
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        return _data_bytes(coerce_config(config, DigitsMLPConfig, "problem"), num_nodes)
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

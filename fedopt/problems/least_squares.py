@@ -24,6 +24,7 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX, DIM_MAX
 from fedopt.problems._common import (
     DTYPES,
     DTypeName,
@@ -41,10 +42,13 @@ class LeastSquaresConfig(ProblemConfig):
     """Hyperparameters of the ``least_squares`` problem."""
 
     name: Literal["least_squares"] = "least_squares"
-    dim: int = Field(10, ge=1, description="number of parameters")
-    samples_per_node: int = Field(100, ge=1, description="rows m of each node's A_i")
+    dim: int = Field(10, ge=1, le=DIM_MAX, description="number of parameters")
+    samples_per_node: int = Field(100, ge=1, le=COUNT_MAX, description="rows m of each node's A_i")
     batch_size: int = Field(
-        0, ge=0, description="rows per stochastic gradient (with replacement); 0 = full batch"
+        0,
+        ge=0,
+        le=COUNT_MAX,
+        description="rows per stochastic gradient (with replacement); 0 = full batch",
     )
     noise: float = Field(0.1, ge=0, allow_inf_nan=False, description="std of the label noise")
     l2: float = Field(0.0, ge=0, allow_inf_nan=False, description="ridge coefficient lambda")
@@ -213,6 +217,18 @@ class LeastSquares(Problem):
     Config = LeastSquaresConfig
 
     oracle_class = LeastSquaresOracle
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """``A [k, m, dim]`` and ``b [k, m]``, three float64 ``[k, dim, dim]`` curvature
+        matrices (closed-form optimum, Cholesky factors or eigenvalues) and the
+        row-chunk temporaries."""
+        cfg = coerce_config(config, LeastSquaresConfig, "problem")
+        m, d = cfg.samples_per_node, cfg.dim
+        data = num_nodes * m * (d + 1) * cls.param_itemsize(cfg)
+        curv = 3 * num_nodes * d * d * 8
+        how = f"{num_nodes:,} nodes x {m:,} samples x {d + 1:,} values, {3 * num_nodes:,} x {d}^2"
+        return data + curv + (3 * 64 << 20), how
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

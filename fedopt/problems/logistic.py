@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.fields import COUNT_MAX, DIM_MAX, MEMORY_BUDGET_MAX_GB
 from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, sigmoid_, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig
 from fedopt.problems.registry import PROBLEMS
@@ -75,11 +76,12 @@ class LogisticConfig(ProblemConfig):
     """Hyperparameters of the ``logistic`` problem (defaults: the benchmark workload)."""
 
     name: Literal["logistic"] = "logistic"
-    dim: int = Field(100, ge=1, description="number of features D")
-    samples_per_node: int = Field(500, ge=1, description="samples M per node")
+    dim: int = Field(100, ge=1, le=DIM_MAX, description="number of features D")
+    samples_per_node: int = Field(500, ge=1, le=COUNT_MAX, description="samples M per node")
     batch_size: int = Field(
         32,
         ge=0,
+        le=COUNT_MAX,
         description="samples per stochastic gradient, drawn with replacement; "
         "0 or >= samples_per_node = full batch",
     )
@@ -99,7 +101,11 @@ class LogisticConfig(ProblemConfig):
         "auto", description="store the data, or regenerate it in every call (auto: by budget)"
     )
     memory_budget_gb: float = Field(
-        4.0, gt=0, allow_inf_nan=False, description="auto regenerates above this data size"
+        4.0,
+        gt=0,
+        le=MEMORY_BUDGET_MAX_GB,
+        allow_inf_nan=False,
+        description="auto regenerates above this data size",
     )
 
 
@@ -407,6 +413,35 @@ class Logistic(Problem):
     Config = LogisticConfig
 
     oracle_class = LogisticOracle
+
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        cfg = coerce_config(config, LogisticConfig, "problem")
+        return cfg.dim + int(cfg.bias)
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """Stored data (or, regenerated, the cache and the block being rebuilt), one node's
+        float64 draws, the minibatch buffers and the logits of a block of nodes."""
+        from fedopt.engine.budget import fmt_bytes
+
+        cfg = coerce_config(config, LogisticConfig, "problem")
+        stored = data_bytes(cfg, num_nodes)
+        per_node = data_bytes(cfg, 1)
+        budget = int(cfg.memory_budget_gb * (1 << 30))
+        regenerate = cfg.data == "regenerate" or (cfg.data == "auto" and stored > budget)
+        m, d = cfg.samples_per_node, cfg.dim + int(cfg.bias)
+        batch = m if cfg.batch_size == 0 or cfg.batch_size >= m else cfg.batch_size
+        buffers = 2 * min(num_nodes, MAX_ROWS_PER_PASS) * batch * (d + 1) * 4
+        block_nodes = max(1, min(num_nodes, (64 << 20) // per_node))
+        work = 3 * per_node + 3 * block_nodes * m * 4  # numpy draws, logits of a block
+        if regenerate:
+            held = min(CACHE_BYTES, budget // 2) + max(REGEN_BLOCK_BYTES, per_node)
+            how = f"regenerated: cache and block {fmt_bytes(held)}, {fmt_bytes(per_node)} a node"
+        else:
+            held = stored
+            how = f"{num_nodes:,} nodes x {m:,} samples x {d + 1:,} values x 4 B"
+        return held + buffers + work, how
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

@@ -26,18 +26,17 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX, Section
 
 PartitionKind = Literal["iid", "dirichlet", "shards"]
 MAX_TRIES = 100
 
 
-class PartitionConfig(BaseModel):
+class PartitionConfig(Section):
     """How training samples are split across data nodes (``problem.partition``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: PartitionKind = Field("iid", description="iid | dirichlet | shards")
     alpha: float = Field(
@@ -46,10 +45,13 @@ class PartitionConfig(BaseModel):
         allow_inf_nan=False,
         description="Dirichlet concentration (dirichlet only); smaller is more skewed",
     )
-    shards_per_node: int = Field(2, ge=1, description="label-sorted shards per node (shards)")
+    shards_per_node: int = Field(
+        2, ge=1, le=COUNT_MAX, description="label-sorted shards per node (shards)"
+    )
     min_samples: int = Field(
         1,
         ge=0,
+        le=COUNT_MAX,
         description="fewest samples a node may get; dirichlet resamples until every node "
         "has this many (up to 100 tries), other kinds raise an error",
     )

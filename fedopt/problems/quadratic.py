@@ -26,6 +26,7 @@ import torch
 from pydantic import Field, model_validator
 
 from fedopt import rng
+from fedopt.fields import DIM_MAX
 from fedopt.problems._common import DTYPES, DTypeName, check_ranks, coerce_config
 from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
 from fedopt.problems.registry import PROBLEMS
@@ -35,7 +36,7 @@ class QuadraticConfig(ProblemConfig):
     """Hyperparameters of the ``quadratic`` problem."""
 
     name: Literal["quadratic"] = "quadratic"
-    dim: int = Field(10, ge=1, description="number of parameters")
+    dim: int = Field(10, ge=1, le=DIM_MAX, description="number of parameters")
     mu: float = Field(1.0, gt=0, allow_inf_nan=False, description="smallest curvature")
     L: float = Field(10.0, gt=0, allow_inf_nan=False, description="largest curvature (>= mu)")
     heterogeneity: float = Field(
@@ -153,6 +154,14 @@ class Quadratic(Problem):
     Config = QuadraticConfig
 
     oracle_class = QuadraticOracle
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        """Curvatures and centres ``A, b`` plus five float64 ``[k, dim]`` temporaries of
+        the evaluation (``A``, ``x - b`` and their products) and of the optimum."""
+        cfg = coerce_config(config, QuadraticConfig, "problem")
+        per = 2 * cls.param_itemsize(cfg) + 5 * 8
+        return num_nodes * cfg.dim * per, f"{num_nodes:,} nodes x {cfg.dim:,} x {per} B"
 
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:

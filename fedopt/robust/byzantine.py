@@ -16,13 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from fedopt.errors import ConfigError
+from fedopt.fields import COUNT_MAX, Section
 from fedopt.robust.attacks import ATTACKS, make_attack
 
 
-class AttackSpec(BaseModel):
+class AttackSpec(Section):
     """An attack name plus its parameters (checked against the attack's own fields)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
@@ -34,13 +35,13 @@ class AttackSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
-class ByzantineConfig(BaseModel):
+class ByzantineConfig(Section):
     """The ``byzantine`` section: the Byzantine node ids (or their count) and the attack."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     nodes: list[int] | None = Field(None, min_length=1, description="Byzantine node ids")
-    count: int | None = Field(None, ge=1, description="f: the last f node ids are Byzantine")
+    count: int | None = Field(
+        None, ge=1, le=COUNT_MAX, description="f: the last f node ids are Byzantine"
+    )
     attack: AttackSpec
 
     @model_validator(mode="after")

@@ -16,14 +16,16 @@ from typing import Any, Literal
 import networkx as nx
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fedopt.fields import COUNT_MAX, Section
 
 MixingRule = Literal["metropolis", "max_degree", "uniform", "laplacian"]
 ROLES = ("gossip", "client", "server")
 LINK_ATTRS = ("latency_s", "bandwidth_Bps", "loss", "drop", "rate")
 
 
-class TopologyConfig(BaseModel):
+class TopologyConfig(Section):
     """The ``topology`` section of an experiment.
 
     ``name`` is a registered topology (``fedopt list``), a Python plug-in
@@ -33,10 +35,10 @@ class TopologyConfig(BaseModel):
     ``.gml``, ``.npy`` adjacency matrix).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     name: str = Field("ring", description="registered name, file.py:function, or graph file")
-    n: int | None = Field(None, ge=1, description="number of nodes (inferred from a graph file)")
+    n: int | None = Field(
+        None, ge=1, le=COUNT_MAX, description="number of nodes (inferred from a graph file)"
+    )
     params: dict[str, Any] = Field(default_factory=dict, description="generator keyword arguments")
     weights: MixingRule = Field("metropolis", description="rule that turns the graph into W")
     laplacian_alpha: float | None = Field(

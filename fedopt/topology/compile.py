@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from fedopt.errors import ConfigError
+from fedopt.rng import check_seed
 from fedopt.topology.base import LINK_ATTRS, TopologyConfig, TopologyPlan
 from fedopt.topology.builtins import call_generator, is_time_varying
 from fedopt.topology.custom import is_custom_name, load_custom, lookup_registered, validate_graph
@@ -92,9 +93,17 @@ def _schedule_plan(config: TopologyConfig, entry: Any, seed: int) -> TopologyPla
 
 
 def build_topology(
-    config: TopologyConfig, *, seed: int, base_dir: Path | None = None
+    config: TopologyConfig,
+    *,
+    seed: int,
+    base_dir: Path | None = None,
+    memory_budget_gb: float | None = None,
 ) -> TopologyPlan:
     """Build the graph or schedule named by ``config`` and compile it into a plan.
+
+    Before anything is built, the seed is checked (:func:`fedopt.rng.check_seed`) and
+    the graph's size is bounded from the config and held against the memory budget
+    (:func:`fedopt.engine.budget.check_graph_memory`).
 
     Parameters
     ----------
@@ -104,6 +113,15 @@ def build_topology(
         Experiment seed; random generators derive their seeds from it.
     base_dir
         Folder of the experiment file, first place to look for relative paths.
+    memory_budget_gb
+        ``engine.memory_budget_gb`` (None: the default share of the available memory).
+
+    Raises
+    ------
+    ConfigError
+        For a seed outside ``[0, 2**63 - 1]`` (:func:`fedopt.rng.check_seed`), a graph
+        that would exceed the memory budget, or a graph or generator the topology
+        cannot have.
 
     Returns
     -------
@@ -111,6 +129,10 @@ def build_topology(
         Nodes without a ``role`` attribute get ``gossip``; static graphs get the mixing
         matrix of ``config.weights``; schedules keep their own ``W_t``.
     """
+    from fedopt.engine.budget import check_graph_memory
+
+    seed = check_seed(seed, "seed")
+    check_graph_memory(config, base_dir, memory_budget_gb)
     name = config.name
     params = dict(config.params)
     if is_custom_name(name):
