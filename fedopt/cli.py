@@ -87,7 +87,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<22} {fields(algo.Config)}")
     print("problems:")
     for name, prob in PROBLEMS.items():
-        print(f"  {name:<22} {fields(prob.Config)}")
+        caps = ", ".join(sorted(prob.capabilities())) or "-"
+        print(f"  {name:<22} {fields(prob.Config)}  [capabilities: {caps}]")
     print("topologies:")
     for name, _ in TOPOLOGIES.items():
         print(f"  {name}")
