@@ -262,7 +262,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:<{w}}  {fields(algo.Config)}{_origin(algo)}")
     print("problems:")
     for name, prob in PROBLEMS.items():
-        print(f"  {name:<{w}}  {fields(prob.Config)}{_origin(prob)}")
+        caps = ", ".join(sorted(prob.capabilities())) or "-"
+        print(f"  {name:<{w}}  {fields(prob.Config)}  [capabilities: {caps}]{_origin(prob)}")
     print("topologies (parameters go in topology.params):")
     for name, gen in TOPOLOGIES.items():
         print(f"  {name:<{w}}  {_generator_params(gen)}{_origin(gen)}".rstrip())

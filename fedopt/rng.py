@@ -109,7 +109,9 @@ def purpose_key(seed: int, purpose: str) -> int:
     return _signed(_mix_int(_mix_int(int(seed) & _MASK64) ^ salt))
 
 
-def node_keys(seed: int, purpose: str, nodes: torch.Tensor, step: int) -> torch.Tensor:
+def node_keys(
+    seed: int, purpose: str, nodes: torch.Tensor, step: int | torch.Tensor
+) -> torch.Tensor:
     """One int64 key per node for this (seed, purpose, step).
 
     Parameters
@@ -121,10 +123,23 @@ def node_keys(seed: int, purpose: str, nodes: torch.Tensor, step: int) -> torch.
     nodes
         Global node ids, int64 tensor of shape ``[k]``.
     step
-        Step or round counter.
+        Step or round counter: one ``int`` for every node, or a ``[k]`` int64 tensor
+        with each node's own step (a 0-d tensor counts as one step for all). Row ``j``
+        of a per-row call has the bits of a call with ``step = step[j]``.
     """
-    base = _signed(_mix_int((purpose_key(seed, purpose) & _MASK64) ^ (int(step) & _MASK64)))
-    return mix_(nodes.to(torch.int64).bitwise_xor(base))
+    pk = purpose_key(seed, purpose)
+    ids = nodes.to(torch.int64)
+    if isinstance(step, torch.Tensor):
+        s = step.to(device=ids.device, dtype=torch.int64)
+        if s.ndim > 1 or (s.ndim == 1 and s.shape[0] != ids.shape[0]):
+            raise ValueError(
+                f"step: a per-row step must be a 0-d or [{ids.shape[0]}] tensor (one per "
+                f"node), got shape {list(s.shape)}"
+            )
+        base = mix_(s.bitwise_xor(pk))  # the tensor form of _mix_int(pk ^ step)
+    else:
+        base = _signed(_mix_int((pk & _MASK64) ^ (int(step) & _MASK64)))
+    return mix_(ids.bitwise_xor(base))
 
 
 def bits(keys: torch.Tensor, count: int) -> torch.Tensor:

@@ -4,8 +4,11 @@ An algorithm is one module holding
 
 * a pydantic ``Config`` (subclass of :class:`AlgorithmConfig`) with typed, bounded
   hyperparameters and the paper's defaults;
-* ``requires``: what the compiler must check on the topology
-  (``connected``, ``doubly_stochastic``, ``symmetric``, ``star``);
+* ``requires``: what the compiler must check: on the topology (``connected``,
+  ``doubly_stochastic``, ``symmetric``, ``star``) and on the problem, the oracle
+  capabilities the algorithm calls (:class:`~fedopt.problems.capabilities.Capability`:
+  ``conjugate_gradients``, ``labels``, ``noisy_queries``, ``per_sample_gradients``,
+  ``model``);
 * ``init_state`` and ``round``, written against a :class:`WorkerContext`: the
   oracle of the hosted data nodes and the :class:`~fedopt.engine.comm.Comm` through
   which every message goes (and is metered). Algorithms never see YAML, the engine,
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from fedopt.fields import Section
+from fedopt.problems.capabilities import Capability
 from fedopt.registry import Registry
 
 if TYPE_CHECKING:
@@ -40,6 +44,32 @@ ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", field="algorithm.n
 State = dict[str, torch.Tensor]
 Constant = float | int | str
 """A derived constant as written to ``summary.json`` (see :meth:`Algorithm.derived_constants`)."""
+
+TOPOLOGY_REQUIREMENTS = frozenset({"connected", "doubly_stochastic", "symmetric", "star"})
+"""The topology requirements an algorithm may name in ``requires``."""
+
+
+def split_requirements(
+    name: str, requires: frozenset[str]
+) -> tuple[frozenset[str], frozenset[Capability]]:
+    """``requires`` split into topology requirements and oracle capabilities.
+
+    A capability may be given as a :class:`Capability` or its name; anything else is a
+    programming error of the algorithm (``TypeError`` naming it and the valid entries).
+    """
+    topology, capabilities = set(), set()
+    for entry in requires:
+        if isinstance(entry, Capability) or entry in Capability.__members__.values():
+            capabilities.add(Capability(entry))
+        elif entry in TOPOLOGY_REQUIREMENTS:
+            topology.add(entry)
+        else:
+            valid = sorted(TOPOLOGY_REQUIREMENTS) + [c.value for c in Capability]
+            raise TypeError(
+                f"algorithm {name!r}: requires names {entry!r}, which is neither a topology "
+                f"requirement nor a capability; use one of {', '.join(valid)}"
+            )
+    return frozenset(topology), frozenset(capabilities)
 
 
 def plain_constants(values: Mapping[str, Any]) -> dict[str, Constant]:
@@ -164,6 +194,9 @@ class Algorithm(ABC):
 
     Subclasses set ``Config``, ``requires`` and ``roles`` (the node roles they
     run on) and implement :meth:`init_state`, :meth:`round` and :meth:`output`.
+    ``requires`` mixes topology requirements (strings) and the oracle capabilities the
+    algorithm uses (:class:`~fedopt.problems.capabilities.Capability`, a ``str``
+    enum), e.g. ``frozenset({"connected", Capability.CONJUGATE_GRADIENTS})``.
     """
 
     Config: ClassVar[type[AlgorithmConfig]]

@@ -30,7 +30,7 @@ from fedopt.errors import ConfigError
 from fedopt.events.continuized import ContinuizedConstants, ContinuizedNodes, laplacian_resistances
 from fedopt.events.simulate import edge_arrays
 from fedopt.events.stream import refuse_edge_rates
-from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import Capability
 
 MAX_NODES = 2000
 """Largest graph whose effective resistances are computed (dense pseudo-inverse)."""
@@ -52,26 +52,19 @@ class Continuized(EventAlgorithm):
     """Continuized accelerated gossip on the event schedule (the round methods are not used)."""
 
     Config = ContinuizedConfig
-    requires = frozenset({"connected"})
+    requires = frozenset({"connected", Capability.CONJUGATE_GRADIENTS})
     roles = ("gossip", "client")
     state_tensors = 6  # float64: S (2 rows per node), x0, dual gradients, event copies
 
     @classmethod
     def check_plan(cls, config: Any, plan: Any) -> None:
-        """Refuse time-varying graphs, problems without ``grad f_i*`` and huge graphs."""
-        topo, problem = plan.topology, plan.config.problem.name
+        """Refuse time-varying graphs and huge graphs (``requires`` covers ``grad f_i*``)."""
+        topo = plan.topology
         if topo.is_time_varying:
             raise ConfigError(
                 f"topology.name: continuized runs on one fixed graph (its constants come "
                 f"from that graph's Laplacian), but {topo.name!r} is time-varying; use a "
                 "static topology such as ring, or algorithm.name: dadao"
-            )
-        oracle_class = PROBLEMS.get(problem).oracle_class
-        if not getattr(oracle_class, "has_conjugate", False):
-            raise ConfigError(
-                f"problem.name: continuized is a dual method and needs the conjugate "
-                f"gradients grad f_i*, which problem {problem!r} does not provide; use "
-                "problem.name: least_squares or quadratic (or algorithm.name: dadao)"
             )
         if topo.n > MAX_NODES:
             raise ConfigError(

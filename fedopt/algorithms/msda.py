@@ -7,7 +7,7 @@ Algorithm 2, used as a synchronous baseline by DADAO (Nabli & Oyallon, ICML 2023
 Problem: ``min sum_i f_i(x)``, each ``f_i`` ``mu``-strongly convex and ``L``-smooth,
 ``kappa = L / mu``. MSDA runs Nesterov's accelerated gradient on the dual problem; a
 node needs ``grad f_i*`` (the gradient of the convex conjugate), so only problems
-whose oracle has ``conjugate_grad`` qualify.
+with the ``conjugate_gradients`` capability qualify (``requires`` says so).
 
 Gossip matrix: the graph Laplacian ``W = Lap(G)`` (the spec's ``Lap / |E|`` differs by a
 scale, which the method normalises away), with ``lambda_1 = lambda_max(W)`` and
@@ -64,7 +64,7 @@ from fedopt.algorithms.base import (
 from fedopt.algorithms.dadao import worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
-from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import Capability
 
 
 class MSDAConfig(AlgorithmConfig):
@@ -113,17 +113,12 @@ def chebyshev_steps(gamma: float) -> int:
     return max(1, math.floor(1.0 / math.sqrt(gamma) + 1e-9))
 
 
-def conjugate_problems() -> list[str]:
-    """Registered problems whose oracle provides ``conjugate_grad``."""
-    return [n for n in PROBLEMS if getattr(PROBLEMS.get(n).oracle_class, "has_conjugate", False)]
-
-
 @ALGORITHMS.register("msda")
 class MSDA(Algorithm):
     """MSDA on node-batched rows (state ``x``, ``y`` dual, ``theta`` primal: ``[k, dim]``)."""
 
     Config = MSDAConfig
-    requires = frozenset({"connected"})
+    requires = frozenset({"connected", Capability.CONJUGATE_GRADIENTS})
     roles = ("gossip", "client")
     # x, y, theta plus the round's conjugate gradient (float64), the Chebyshev recursion's
     # prev/cur/next, u - cur and the new x, y
@@ -152,13 +147,6 @@ class MSDA(Algorithm):
 
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: Any) -> None:
-        problem = plan.config.problem.name
-        if not getattr(PROBLEMS.get(problem).oracle_class, "has_conjugate", False):
-            raise ConfigError(
-                f"algorithm.name: msda needs the conjugate gradient grad f_i*, which "
-                f"problem {problem!r} does not provide; use a problem that does "
-                f"({', '.join(conjugate_problems())}) or a primal method such as adom_plus"
-            )
         topo = plan.topology
         if topo.is_time_varying:
             raise ConfigError(

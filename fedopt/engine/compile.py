@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedopt.algorithms.base import ALGORITHMS
+from fedopt.algorithms.base import ALGORITHMS, split_requirements
 from fedopt.config.schema import ExperimentConfig
 from fedopt.engine.budget import check_run_memory
 from fedopt.engine.plan import Plan
@@ -15,6 +15,7 @@ from fedopt.errors import ConfigError
 from fedopt.network.faults import check_faults
 from fedopt.plugins import load_plugins
 from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import require
 from fedopt.robust.byzantine import check_byzantine
 from fedopt.topology import build_topology, check_topology
 
@@ -29,20 +30,24 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     Raises
     ------
     ConfigError
-        When the run would exceed ``engine.memory_budget_gb``, the topology does not
-        meet the algorithm's ``requires`` or roles, a per-node setting has the wrong
-        length, or the algorithm's
+        When the run would exceed ``engine.memory_budget_gb``, the problem lacks an
+        oracle capability or the topology a property the algorithm ``requires``, the
+        roles do not match, a per-node setting has the wrong length, or the algorithm's
         :meth:`~fedopt.algorithms.base.Algorithm.check_plan` refuses the experiment.
     """
     algo_name = config.algorithm.name
     algo = ALGORITHMS.get(algo_name)
+    req, capabilities = split_requirements(algo_name, algo.requires)
+    problem_cls = PROBLEMS.get(config.problem.name)
+    require(
+        capabilities, f"algorithm {algo_name!r}", config.problem.name, problem_cls, config.problem
+    )
     check_run_memory(config, base_dir)  # before anything is built: the config's bound
     budget_gb = config.engine.memory_budget_gb
     topo = build_topology(
         config.topology, seed=config.seed, base_dir=base_dir, memory_budget_gb=budget_gb
     )
     check_run_memory(config, base_dir, topo)  # exact graph, before any data or state
-    req = algo.requires
     topo = check_topology(
         topo,
         connected="connected" in req,
@@ -73,7 +78,6 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     roles = np.array(topo.roles)
     holds_data = roles != "server"
     if config.byzantine is not None:  # Byzantine nodes hold no data
-        problem_cls = PROBLEMS.get(config.problem.name)
         byz = check_byzantine(
             config.byzantine, topo.roles, algo, algo_name, problem_cls, config.problem.name
         )

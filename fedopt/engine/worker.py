@@ -23,6 +23,7 @@ from fedopt.network.faults import FaultModel
 from fedopt.network.link import LinkModel
 from fedopt.network.meter import Meter
 from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import Capability
 
 
 @dataclass
@@ -144,8 +145,8 @@ class Worker:
         return one.init_params(torch.tensor([0]))[0]
 
     def oracle_dtype(self) -> torch.dtype:
-        """Parameter dtype: the problem's (float32 unless it says otherwise)."""
-        return getattr(self.oracle, "dtype", torch.float32)
+        """Parameter dtype: the problem's declared ``Oracle.dtype``."""
+        return self.oracle.dtype
 
     def round(self, t: int) -> float:
         """Run round ``t``; return the latest clock of the hosted nodes.
@@ -193,7 +194,7 @@ class Worker:
         x = xbar.to(self.oracle_dtype())
         values = o.value(x.unsqueeze(0).expand(k, -1), rows) if k else torch.zeros(0)
         correct = count = 0.0
-        if o.has_accuracy and k:
+        if o.provides(Capability.LABELS) and k:
             sums = o.evaluate(x)
             correct, count = sums.get("correct", 0.0), sums.get("count", 0.0)
         test = o.evaluate_test(x) if with_test else {}

@@ -157,3 +157,44 @@ def sigmoid_(z: torch.Tensor) -> torch.Tensor:
 def sigmoid(z: torch.Tensor) -> torch.Tensor:
     """Out-of-place :func:`sigmoid_`."""
     return sigmoid_(z.clone())
+
+
+# ----------------------------------------------------------------------------- linear models
+
+
+def linear_per_sample(A: torch.Tensor, r: torch.Tensor, decay: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample gradients ``g_s = r_s a_s + d`` of a linear model: ``[k, b, dim]``.
+
+    ``A [k, b, dim]`` holds the samples' features, ``r [k, b]`` the derivative of each
+    sample's loss with respect to its prediction (the residual ``a_s^T w - y_s`` for
+    squared loss, ``sigmoid(z_s) - y_s`` for logistic) and ``decay [k, dim]`` the ridge
+    gradient shared by every sample (``None`` without ridge).
+    """
+    g = A * r.unsqueeze(2)
+    if decay is not None:
+        g.add_(decay.unsqueeze(1))
+    return g
+
+
+def linear_clipped_mean(
+    A: torch.Tensor, r: torch.Tensor, decay: torch.Tensor | None, clip: float
+) -> torch.Tensor:
+    """``(1/b) sum_s g_s min(1, clip / ||g_s||)`` for ``g_s = r_s a_s + d``: ``[k, dim]``.
+
+    Never forms the ``[k, b, dim]`` per-sample gradients: the norms follow from
+    ``||g_s||^2 = r_s^2 ||a_s||^2 + 2 r_s <a_s, d> + ||d||^2`` and the clipped mean is
+    ``(1/b) (sum_s c_s r_s a_s + (sum_s c_s) d)`` with ``c_s = min(1, clip / ||g_s||)``,
+    two batched products over the samples (the DP-SGD update of Abadi et al., CCS 2016).
+    """
+    if not clip > 0:
+        raise ValueError(f"clip: must be > 0, got {clip!r}")
+    b = A.shape[1]
+    norm2 = A.square().sum(dim=2).mul_(r.square())
+    if decay is not None:
+        ad = bmm(A, decay.unsqueeze(2)).squeeze(2)
+        norm2.add_(ad.mul_(r), alpha=2.0).add_(decay.square().sum(dim=1, keepdim=True))
+    scale = norm2.clamp_(min=0.0).sqrt_().clamp_(min=clip).reciprocal_().mul_(clip)  # c_s
+    out = bmm((scale * r).unsqueeze(1), A).squeeze(1).div_(b)
+    if decay is not None:
+        out.add_(decay * scale.mean(dim=1, keepdim=True))
+    return out

@@ -13,18 +13,28 @@ parameter matrix ``X`` of shape ``[k, dim]`` (one row per node in ``rows``) and 
 all rows with batched tensor math. ``rows`` are indices into the oracle's own hosted
 list (0..k_hosted-1), so the same call works on the whole shard or on a chunk.
 Minibatch randomness is drawn with :mod:`fedopt.rng` keyed by
-``(seed, purpose, data_rank, step)``, so a node's stream never depends on placement.
+``(seed, purpose, data_rank, step)``, so a node's stream never depends on placement;
+``step`` is one ``int`` for all rows or a ``[k]`` int64 tensor giving each row its own
+step (asynchronous methods), and row ``j`` then has the bits of a call at ``step[j]``.
+
+The oracle is a small core; what more a problem provides (conjugate gradients, labels,
+counted zeroth-order queries, per-sample gradients, a neural model) it declares as
+capabilities (:mod:`fedopt.problems.capabilities`), which algorithms require by name.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 
 from fedopt.fields import Section
+from fedopt.problems.capabilities import Capability, check_declaration
+
+Step: TypeAlias = int | torch.Tensor
+"""A step counter: one ``int`` for all rows, or a ``[k]`` int64 tensor (one per row)."""
 
 
 class ProblemConfig(Section):
@@ -75,12 +85,15 @@ class OptimumStats:
 
 
 class Oracle(ABC):
-    """Node-batched first- and zeroth-order oracle for the hosted data nodes.
+    """Node-batched first- and zeroth-order oracle for the hosted data nodes (the core).
 
     Attributes
     ----------
     dim
         Number of parameters per node.
+    dtype
+        Declared dtype of the parameters and data (what :meth:`grad` returns; workers
+        keep node parameters in it).
     data_ranks
         ``[k]`` int64, data rank of each hosted node (row order of every batch).
     weights
@@ -89,32 +102,37 @@ class Oracle(ABC):
     num_samples
         ``[k]`` float64, number of training samples per hosted node (1 for problems
         without samples).
-    has_accuracy
-        Whether :meth:`evaluate` reports classification accuracy.
-    has_conjugate
-        Whether :meth:`conjugate_grad` is available (dual methods such as MSDA need it).
-    has_labels
-        Whether :meth:`flipped_grad` is available (classification with class labels).
+    capabilities
+        What the oracle provides beyond the core (:class:`Capability`), each with its
+        protocol's methods; a class declaring one without them cannot be defined.
     """
 
     dim: int
+    dtype: torch.dtype = torch.float32
     data_ranks: torch.Tensor
     weights: torch.Tensor
     num_samples: torch.Tensor
-    has_accuracy: bool = False
-    has_conjugate: bool = False
-    has_labels: bool = False
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_declaration(cls)
+
+    def provides(self, capability: Capability) -> bool:
+        """Whether this oracle declares ``capability``."""
+        return capability in self.capabilities
 
     @abstractmethod
     def init_params(self, rows: torch.Tensor) -> torch.Tensor:
         """Initial parameters ``[len(rows), dim]`` (deterministic from the seed)."""
 
     @abstractmethod
-    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """Stochastic (minibatch) gradient ``[k, dim]`` of f_i at X[k] for each row.
 
         The minibatch of node ``i`` at ``step`` is keyed by (seed, "batch", rank_i, step);
-        full-batch problems ignore ``step``.
+        ``step`` is an ``int`` or a ``[k]`` int64 tensor of per-row steps. Full-batch
+        problems ignore ``step``.
         """
 
     def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -125,14 +143,14 @@ class Oracle(ABC):
     def value(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Exact local objective ``f_i(X[k])`` for each row: ``[k]`` float64."""
 
-    def sgd_step_(self, X: torch.Tensor, rows: torch.Tensor, step: int, lr: float) -> None:
+    def sgd_step_(self, X: torch.Tensor, rows: torch.Tensor, step: Step, lr: float) -> None:
         """In-place ``X <- X - lr * grad(X)``; problems may fuse this (fast path)."""
         X.sub_(self.grad(X, rows, step), alpha=lr)
 
     def evaluate(self, x: torch.Tensor) -> dict[str, float]:
         """Additive evaluation sums of a single model ``x [dim]`` on the hosted nodes.
 
-        Returns ``{"loss": sum_i p_i f_i(x)}`` plus, when ``has_accuracy``,
+        Returns ``{"loss": sum_i p_i f_i(x)}`` plus, with the ``labels`` capability,
         ``{"correct": ..., "count": ...}`` over the hosted training samples. Sums from
         all workers add up to the global figures.
         """
@@ -143,18 +161,6 @@ class Oracle(ABC):
     def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
         """Metrics of ``x`` on a held-out test set shared by all nodes (may be empty)."""
         return {}
-
-    def flipped_grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
-        """Classification problems (``has_labels``): :meth:`grad` on the same minibatch
-        with every label ``y`` mapped to ``K - 1 - y`` (the label-flipping attack)."""
-        raise NotImplementedError(f"{type(self).__name__} has no labels to flip")
-
-    def conjugate_grad(self, Y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Gradient of the convex conjugate, ``grad f_i*(y) = argmax_x <x, y> - f_i(x)``.
-
-        Only problems with ``has_conjugate`` provide it (float64 ``[k, dim]``).
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no conjugate gradient")
 
     def curvature_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per hosted node ``(mu_i, L_i)``: ``mu_i I <= Hessian of f_i <= L_i I`` (float64).
@@ -178,6 +184,15 @@ class Problem:
 
     Config: ClassVar[type[ProblemConfig]]
     oracle_class: ClassVar[type[Oracle]]
+
+    @classmethod
+    def capabilities(cls, config: ProblemConfig | None = None) -> frozenset[Capability]:
+        """What the oracle built from ``config`` provides (default: its class declaration).
+
+        The compiler checks an algorithm's required capabilities against this; a
+        problem whose capabilities depend on its config overrides it.
+        """
+        return cls.oracle_class.capabilities
 
     @classmethod
     def build(

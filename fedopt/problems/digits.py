@@ -47,7 +47,8 @@ from pydantic import Field
 from fedopt import rng
 from fedopt.fields import COUNT_MAX
 from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, take
-from fedopt.problems.base import Oracle, Problem, ProblemConfig
+from fedopt.problems.base import Oracle, Problem, ProblemConfig, Step
+from fedopt.problems.capabilities import Capability
 from fedopt.problems.partition import PartitionConfig, partition
 from fedopt.problems.registry import PROBLEMS
 
@@ -155,6 +156,8 @@ class Layout:
 class DigitsOracle(Oracle):
     """Oracle of the digits problems for the hosted data nodes.
 
+    Capabilities: ``labels`` (ten classes; :meth:`flipped_grad` maps ``y -> 9 - y``).
+
     Attributes
     ----------
     X
@@ -169,7 +172,7 @@ class DigitsOracle(Oracle):
         ``empty_nodes`` (data ranks without samples).
     """
 
-    has_accuracy = True
+    capabilities = frozenset({Capability.LABELS})
 
     def __init__(
         self,
@@ -288,7 +291,7 @@ class DigitsOracle(Oracle):
         bounds = self.layout.init_bounds().to(u.device)
         return ((2.0 * u - 1.0) * bounds).to(self.dtype)
 
-    def batch_indices(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def batch_indices(self, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[len(rows), batch_size]`` sample indices of each node's minibatch at ``step``.
 
         Indices lie in ``[0, m_i)``; a node without samples gets zeros (masked out).
@@ -307,13 +310,12 @@ class DigitsOracle(Oracle):
             )
         return self._finish(out, W, rows)
 
-    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         return self._minibatch_grad(X, rows, step, flip=False)
 
-    has_labels = True
     num_classes = NUM_CLASSES
 
-    def flipped_grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def flipped_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """:meth:`grad` on the same minibatch with every label ``y`` mapped to ``9 - y``.
 
         What a label-flipping attacker computes (Allen-Zhu et al., ICLR 2021; the MoNNA
@@ -322,7 +324,7 @@ class DigitsOracle(Oracle):
         return self._minibatch_grad(X, rows, step, flip=True)
 
     def _minibatch_grad(
-        self, X: torch.Tensor, rows: torch.Tensor, step: int, flip: bool
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step, flip: bool
     ) -> torch.Tensor:
         B = self.config.batch_size
         W = X.to(self.dtype)

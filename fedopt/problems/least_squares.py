@@ -31,10 +31,13 @@ from fedopt.problems._common import (
     bmm,
     check_ranks,
     coerce_config,
+    linear_clipped_mean,
+    linear_per_sample,
     row_chunks,
     take,
 )
-from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
+from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig, Step
+from fedopt.problems.capabilities import Capability, CountedQueries
 from fedopt.problems.registry import PROBLEMS
 
 
@@ -62,8 +65,13 @@ class LeastSquaresConfig(ProblemConfig):
     dtype: DTypeName = Field("float32", description="dtype of parameters and data")
 
 
-class LeastSquaresOracle(Oracle):
+class LeastSquaresOracle(CountedQueries, Oracle):
     """Oracle of :class:`LeastSquaresConfig` for the hosted data nodes.
+
+    Capabilities: ``conjugate_gradients`` (needs every ``A_i^T A_i / m + l2 I``
+    invertible), ``noisy_queries`` (exact values plus Gaussian noise) and
+    ``per_sample_gradients``: sample ``s`` of the minibatch has the loss
+    ``(a_s^T x - b_s)^2 / 2 + l2/2 ||x||^2``, gradient ``(a_s^T x - b_s) a_s + l2 x``.
 
     Attributes
     ----------
@@ -72,6 +80,14 @@ class LeastSquaresOracle(Oracle):
     b
         ``[k, m]`` targets.
     """
+
+    capabilities = frozenset(
+        {
+            Capability.CONJUGATE_GRADIENTS,
+            Capability.NOISY_QUERIES,
+            Capability.PER_SAMPLE_GRADIENTS,
+        }
+    )
 
     def __init__(
         self,
@@ -120,7 +136,7 @@ class LeastSquaresOracle(Oracle):
         z = rng.normal(rng.node_keys(self.seed, "init", ranks, 0), self.dim, torch.float64)
         return (self.config.init_scale * z).to(self.dtype)
 
-    def batch_indices(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def batch_indices(self, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[len(rows), batch_size]`` sample indices of each node's minibatch at ``step``."""
         keys = rng.node_keys(self.seed, "batch", self._ranks(rows), step)
         return rng.randint(keys, self.batch_size, self.m)
@@ -140,7 +156,7 @@ class LeastSquaresOracle(Oracle):
             out.add_(W, alpha=self.config.l2)
         return out
 
-    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         if self.batch_size == 0:
             return self.full_grad(X, rows)
         W = X.to(self.dtype)
@@ -165,7 +181,42 @@ class LeastSquaresOracle(Oracle):
             out.add_(W.square().sum(dim=1), alpha=self.config.l2 / 2)
         return out
 
-    has_conjugate = True
+    # ------------------------------------------------------------------ per-sample gradients
+
+    def _batch(self, rows: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``[k, b, dim]`` and targets ``[k, b]`` of :meth:`grad`'s minibatch."""
+        if self.batch_size == 0:
+            return take(self.A, rows), take(self.b, rows)
+        n, B = len(rows), self.batch_size
+        flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.m).view(-1)
+        return (
+            self._A_flat.index_select(0, flat).view(n, B, self.dim),
+            self._b_flat.index_select(0, flat).view(n, B),
+        )
+
+    def _residuals(
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        W = X.to(self.dtype)
+        A, b = self._batch(rows, step)
+        r = bmm(A, W.unsqueeze(2)).squeeze(2).sub_(b)
+        decay = W * self.config.l2 if self.config.l2 > 0 else None
+        return A, r, decay
+
+    def per_sample_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """``[k, b, dim]``: ``(a_s^T x - b_s) a_s + l2 x`` for each sample of the minibatch.
+
+        ``b`` is ``batch_size`` (``samples_per_node`` for the full batch); the mean over
+        the samples is :meth:`grad`.
+        """
+        return linear_per_sample(*self._residuals(X, rows, step))
+
+    def clipped_mean_grad(
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step, clip: float
+    ) -> torch.Tensor:
+        """``[k, dim]``: mean over the minibatch of the per-sample gradients clipped to
+        norm ``clip`` (without the ``[k, b, dim]`` tensor)."""
+        return linear_clipped_mean(*self._residuals(X, rows, step), clip)
 
     def conjugate_grad(self, Y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``grad f_i*(y) = H_i^{-1} (y + A_i^T b_i / m)``, ``H_i = A_i^T A_i / m + l2 I``.

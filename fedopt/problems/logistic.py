@@ -57,8 +57,18 @@ from pydantic import Field
 
 from fedopt import rng
 from fedopt.fields import COUNT_MAX, DIM_MAX, MEMORY_BUDGET_MAX_GB
-from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, sigmoid_, take
-from fedopt.problems.base import Oracle, Problem, ProblemConfig
+from fedopt.problems._common import (
+    bmm,
+    check_ranks,
+    coerce_config,
+    linear_clipped_mean,
+    linear_per_sample,
+    row_chunks,
+    sigmoid_,
+    take,
+)
+from fedopt.problems.base import Oracle, Problem, ProblemConfig, Step
+from fedopt.problems.capabilities import Capability, CountedQueries
 from fedopt.problems.registry import PROBLEMS
 
 BENCH_DATA_OFFSET = 1000
@@ -140,8 +150,12 @@ def data_bytes(config: LogisticConfig, num_nodes: int) -> int:
     return 4 * num_nodes * config.samples_per_node * (config.dim + int(config.bias) + 1)
 
 
-class LogisticOracle(Oracle):
+class LogisticOracle(CountedQueries, Oracle):
     """Oracle of :class:`LogisticConfig` for the hosted data nodes.
+
+    Capabilities: ``labels`` (two classes; :meth:`flipped_grad` maps ``y -> 1 - y``),
+    ``noisy_queries`` (exact values plus Gaussian noise) and ``per_sample_gradients``
+    (sample ``s`` has the loss ``BCE(a_s^T w, y_s) + l2/2 ||w||^2``).
 
     Attributes
     ----------
@@ -154,7 +168,9 @@ class LogisticOracle(Oracle):
         Whether data are regenerated in every call instead of stored.
     """
 
-    has_accuracy = True
+    capabilities = frozenset(
+        {Capability.LABELS, Capability.NOISY_QUERIES, Capability.PER_SAMPLE_GRADIENTS}
+    )
 
     def __init__(
         self,
@@ -258,7 +274,7 @@ class LogisticOracle(Oracle):
     def _ranks(self, rows: torch.Tensor) -> torch.Tensor:
         return self.data_ranks.index_select(0, rows)
 
-    def batch_indices(self, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def batch_indices(self, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[len(rows), batch_size]`` sample indices of each node's minibatch at ``step``."""
         keys = rng.node_keys(self.seed, "batch", self._ranks(rows), step)
         return rng.randint(keys, self.batch_size, self.m)
@@ -284,31 +300,91 @@ class LogisticOracle(Oracle):
             out[:, :c].add_(W[:, :c], alpha=self.config.l2)
         return out
 
-    def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        W = X.to(self.dtype)
-        out = torch.empty_like(W)
-        for sl, Xb, yb in self._blocks(rows):
-            z = bmm(Xb, W[sl].unsqueeze(2)).squeeze(2)  # [c, M] logits
-            g = sigmoid_(z).sub_(yb)
-            out[sl] = bmm(g.unsqueeze(1), Xb).squeeze(1).div_(self.m)
-        return self._add_decay(out, W)
+    def _samples(
+        self, rows: torch.Tensor, step: Step | None
+    ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``(positions in rows, features [c, b, dim], labels [c, b])`` of a minibatch.
 
-    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
-        if self.batch_size == 0:
-            return self.full_grad(X, rows)
-        W = X.to(self.dtype)
-        out = torch.empty_like(W)
+        ``step=None`` gives every sample (``b = M``); otherwise the ``batch_size``
+        samples of each node's minibatch at ``step``.
+        """
+        if step is None:
+            yield from self._blocks(rows)
+            return
         B = self.batch_size
         idx = self.batch_indices(rows, step)
         for sl, Xf, yf, base in self._segments(rows):
             c = sl.stop - sl.start
             flat = (idx[sl] + base.unsqueeze(1)).view(-1)
-            Xb = Xf.index_select(0, flat).view(c, B, self.dim)
-            yb = yf.index_select(0, flat).view(c, B)
-            z = bmm(Xb, W[sl].unsqueeze(2)).squeeze(2)
-            g = sigmoid_(z).sub_(yb)
-            out[sl] = bmm(g.unsqueeze(1), Xb).squeeze(1).div_(B)
+            yield (
+                sl,
+                Xf.index_select(0, flat).view(c, B, self.dim),
+                yf.index_select(0, flat).view(c, B),
+            )
+
+    def _step_or_full(self, step: Step) -> Step | None:
+        return None if self.batch_size == 0 else step
+
+    def _grad(
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step | None, flip: bool
+    ) -> torch.Tensor:
+        """Mean gradient over :meth:`_samples`, labels ``y -> 1 - y`` when ``flip``."""
+        W = X.to(self.dtype)
+        out = torch.empty_like(W)
+        for sl, Xb, yb in self._samples(rows, step):
+            z = bmm(Xb, W[sl].unsqueeze(2)).squeeze(2)  # [c, b] logits
+            g = sigmoid_(z).sub_(1.0 - yb if flip else yb)
+            out[sl] = bmm(g.unsqueeze(1), Xb).squeeze(1).div_(Xb.shape[1])
         return self._add_decay(out, W)
+
+    def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self._grad(X, rows, None, flip=False)
+
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        return self._grad(X, rows, self._step_or_full(step), flip=False)
+
+    num_classes = 2
+
+    def flipped_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """:meth:`grad` on the same minibatch with every label ``y`` mapped to ``1 - y``."""
+        return self._grad(X, rows, self._step_or_full(step), flip=True)
+
+    # ------------------------------------------------------------------ per-sample gradients
+
+    def _per_sample_parts(
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step
+    ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """``(positions, features [c, b, dim], sigmoid(z) - y [c, b], ridge grad)``."""
+        W = X.to(self.dtype)
+        decay = None
+        if self.config.l2 > 0:
+            decay = W * self.config.l2
+            decay[:, self._decay_cols :] = 0.0  # the intercept is not penalised
+        for sl, Xb, yb in self._samples(rows, self._step_or_full(step)):
+            r = sigmoid_(bmm(Xb, W[sl].unsqueeze(2)).squeeze(2)).sub_(yb)
+            yield sl, Xb, r, None if decay is None else decay[sl]
+
+    def per_sample_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """``[k, b, dim]``: ``(sigmoid(a_s^T w) - y_s) a_s + l2 w`` per sample of the batch.
+
+        ``b`` is ``batch_size`` (``samples_per_node`` for the full batch); the mean over
+        the samples is :meth:`grad`.
+        """
+        b = self.batch_size or self.m
+        out = torch.empty(len(rows), b, self.dim, dtype=self.dtype, device=self.device)
+        for sl, Xb, r, decay in self._per_sample_parts(X, rows, step):
+            out[sl] = linear_per_sample(Xb, r, decay)
+        return out
+
+    def clipped_mean_grad(
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step, clip: float
+    ) -> torch.Tensor:
+        """``[k, dim]``: mean over the minibatch of the per-sample gradients clipped to
+        norm ``clip`` (without the ``[k, b, dim]`` tensor)."""
+        out = torch.empty(len(rows), self.dim, dtype=self.dtype, device=self.device)
+        for sl, Xb, r, decay in self._per_sample_parts(X, rows, step):
+            out[sl] = linear_clipped_mean(Xb, r, decay, clip)
+        return out
 
     def _grow(self, c: int) -> None:
         if c > self._cap:
@@ -335,7 +411,7 @@ class LogisticOracle(Oracle):
             W[:, : self._decay_cols].mul_(1.0 - lr * self.config.l2)
         Wc.baddbmm_(g.unsqueeze(1), Xb, alpha=-lr / B)
 
-    def sgd_step_(self, X: torch.Tensor, rows: torch.Tensor, step: int, lr: float) -> None:
+    def sgd_step_(self, X: torch.Tensor, rows: torch.Tensor, step: Step, lr: float) -> None:
         """In-place ``X <- X - lr * grad(X, rows, step)``, fused (the hot loop).
 
         ``X`` is ``[len(rows), dim]`` float32 (e.g. a chunk of a larger parameter

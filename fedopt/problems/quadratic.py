@@ -28,7 +28,8 @@ from pydantic import Field, model_validator
 from fedopt import rng
 from fedopt.fields import DIM_MAX
 from fedopt.problems._common import DTYPES, DTypeName, check_ranks, coerce_config
-from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
+from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig, Step
+from fedopt.problems.capabilities import Capability, CountedQueries
 from fedopt.problems.registry import PROBLEMS
 
 
@@ -64,8 +65,11 @@ class QuadraticConfig(ProblemConfig):
         return self
 
 
-class QuadraticOracle(Oracle):
+class QuadraticOracle(CountedQueries, Oracle):
     """Oracle of :class:`QuadraticConfig` for the hosted data nodes.
+
+    Capabilities: ``conjugate_gradients`` (closed form) and ``noisy_queries``
+    (exact values plus Gaussian noise, :class:`~fedopt.problems.capabilities.CountedQueries`).
 
     Attributes
     ----------
@@ -74,6 +78,8 @@ class QuadraticOracle(Oracle):
     b
         ``[k, dim]`` centres ``b_i``.
     """
+
+    capabilities = frozenset({Capability.CONJUGATE_GRADIENTS, Capability.NOISY_QUERIES})
 
     def __init__(
         self,
@@ -116,7 +122,7 @@ class QuadraticOracle(Oracle):
         b = self.b.index_select(0, rows)
         return A * (X.to(self.dtype) - b)
 
-    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: int) -> torch.Tensor:
+    def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         g = self.full_grad(X, rows)
         if self.config.noise_std > 0:
             keys = rng.node_keys(self.seed, "noise", self._ranks(rows), step)
@@ -127,8 +133,6 @@ class QuadraticOracle(Oracle):
         A = self.A.index_select(0, rows).double()
         d = X.double() - self.b.index_select(0, rows).double()
         return 0.5 * (A * d * d).sum(dim=1)
-
-    has_conjugate = True
 
     def conjugate_grad(self, Y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``grad f_i*(y) = y / a_i + b_i`` (diagonal curvature ``a_i > 0``)."""

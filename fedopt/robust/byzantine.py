@@ -146,11 +146,15 @@ def check_byzantine(
             f"f < n/2 over the participants (at most {k} here); {fix}, or add nodes"
         )
     attack = make_attack(config.attack.name, **config.attack.params())
-    if attack.needs_flipped and not getattr(problem_class.oracle_class, "has_labels", False):
-        raise ConfigError(
-            f"byzantine.attack: {config.attack.name!r} flips labels, but problem "
-            f"{problem_name!r} has none; use a classification problem with class labels "
-            "(digits_softmax, digits_mlp) or another attack"
+    if attack.needs_flipped:
+        from fedopt.problems.capabilities import Capability, require
+
+        require(
+            {Capability.LABELS},
+            f"attack {config.attack.name!r}",
+            problem_name,
+            problem_class,
+            field="byzantine.attack",
         )
     return ids
 

@@ -102,7 +102,10 @@ BASE = experiment(
     [
         ({"byzantine": {"count": 6, "attack": {"name": "alie"}}}, r"f=6 .* f < n/2"),
         ({"byzantine": {"nodes": [3, 11], "attack": {"name": "alie"}}}, "node id 11 is out"),
-        ({"byzantine": {"count": 2, "attack": {"name": "label_flip"}}}, "has none"),
+        (
+            {"byzantine": {"count": 2, "attack": {"name": "label_flip"}}},
+            "needs capability 'labels'",
+        ),
         ({"byzantine": {"count": 2, "attack": {"name": "nope"}}}, "nope"),
         ({"byzantine": {"count": 2, "attack": {"name": "alie", "sigma": 1}}}, "sigma"),
         ({"algorithm": {"name": "monna", "f": 1}}, "below the 2 Byzantine"),

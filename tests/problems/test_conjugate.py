@@ -6,6 +6,7 @@ from helpers import experiment
 
 from fedopt.config import validate
 from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import Capability
 
 
 @pytest.mark.parametrize(
@@ -21,7 +22,7 @@ def test_conjugate_grad_inverts_the_gradient(problem: dict) -> None:
     oracle = PROBLEMS.get(problem["name"]).build(
         cfg, seed=3, data_ranks=torch.arange(6), num_data_nodes=6, device=torch.device("cpu")
     )
-    assert oracle.has_conjugate
+    assert oracle.provides(Capability.CONJUGATE_GRADIENTS)
     rows = torch.tensor([4, 1, 5])
     x = torch.randn(
         3, problem["dim"], dtype=torch.float64, generator=torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""Label flipping: the attacker's gradient is the honest one with labels y -> 9 - y."""
+"""Label flipping: the attacker's gradient is the honest one with labels y -> K - 1 - y."""
 
 import pytest
 import torch
@@ -6,6 +6,7 @@ from helpers import experiment
 
 from fedopt.config import validate
 from fedopt.problems import PROBLEMS
+from fedopt.problems.capabilities import Capability
 
 
 @pytest.mark.parametrize("batch_size", [0, 8])
@@ -15,7 +16,7 @@ def test_flipped_gradient_uses_the_same_batch_with_flipped_labels(batch_size: in
     oracle = PROBLEMS.get("digits_softmax").build(
         cfg, seed=0, data_ranks=torch.arange(4), num_data_nodes=4, device=torch.device("cpu")
     )
-    assert oracle.has_labels
+    assert oracle.provides(Capability.LABELS)
     rows = torch.tensor([0, 3])
     X = 0.01 * torch.randn(2, oracle.dim, generator=torch.Generator().manual_seed(0))
     honest = oracle.grad(X, rows, step=5)
@@ -36,6 +37,5 @@ def test_problems_without_labels_cannot_flip() -> None:
     oracle = PROBLEMS.get("quadratic").build(
         cfg, seed=0, data_ranks=torch.arange(2), num_data_nodes=2, device=torch.device("cpu")
     )
-    assert not oracle.has_labels
-    with pytest.raises(NotImplementedError):
-        oracle.flipped_grad(torch.zeros(1, 3), torch.tensor([0]), 0)
+    assert not oracle.provides(Capability.LABELS)
+    assert not hasattr(oracle, "flipped_grad")

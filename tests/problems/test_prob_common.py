@@ -6,6 +6,7 @@ import torch
 from prob_helpers import SMALL, build, random_params
 
 import fedopt.problems as P
+from fedopt.problems.capabilities import Capability
 
 
 def test_every_problem_is_registered() -> None:
@@ -129,4 +130,4 @@ def test_evaluate_adds_up_across_workers(spec: dict[str, object]) -> None:
     rows = torch.arange(n)
     vals = whole.value(x.expand(n, -1), rows)
     assert abs(total["loss"] - float((vals * whole.weights).sum())) < 1e-12
-    assert ("correct" in total) == whole.has_accuracy
+    assert ("correct" in total) == whole.provides(Capability.LABELS)
