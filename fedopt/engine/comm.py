@@ -95,6 +95,9 @@ class Neighbourhood:
     has_self
         ``[k]`` bool: whether the receiver's own row takes part in the sum (a stored
         diagonal entry or a missing message).
+    weight_dtype
+        Dtype the weights are rounded to before the sum (the comm's parameter dtype,
+        as in :meth:`Comm.mix`).
     """
 
     rows: torch.Tensor
@@ -105,6 +108,7 @@ class Neighbourhood:
     self_weight: torch.Tensor
     cap: int
     has_self: torch.Tensor
+    weight_dtype: torch.dtype = torch.float64
 
     def weighted_sum(self, own: torch.Tensor) -> torch.Tensor:
         """``Y_i = w_ii own_i + sum_e weight_e rows_e`` over receiver ``i``'s messages.
@@ -127,7 +131,7 @@ class Neighbourhood:
         order = np.lexsort((sender, owner))
         indptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=k))]
         mixer = Mixer.from_slots(
-            indptr, slot_rows[order], weights[order], self.cap, own.dtype, own.device
+            indptr, slot_rows[order], weights[order], self.cap, self.weight_dtype, own.device
         )
         return mixer(torch.cat([own, self.rows.to(own.device)]) if m else own)
 
@@ -152,6 +156,7 @@ class Comm(ABC):
 
     hosted: torch.Tensor
     topology: TopologyPlan
+    dtype: torch.dtype
     clock: torch.Tensor
     meter: Meter
     link: LinkModel
@@ -532,6 +537,7 @@ class Comm(ABC):
             self_weight=self_weight,
             cap=plan["cap"],
             has_self=has_self,
+            weight_dtype=self.dtype,
         )
 
     def _note_missed(self, dst: torch.Tensor, used: torch.Tensor) -> None:
