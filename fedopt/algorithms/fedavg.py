@@ -231,15 +231,7 @@ class FedAvg(Algorithm):
         updates, _ = got
         byz = sampled[torch.isin(sampled, self.byzantine)]
         if len(byz):  # what the sampled Byzantine clients send the server
-            now = ctx.comm.clock[ctx.comm.local_index(torch.tensor([self.server_id]))]
-            ctx.comm.meter_messages(
-                byz,
-                torch.full_like(byz, self.server_id),
-                now.expand(len(byz)),
-                w.numel(),
-                w.dtype,
-                "byzantine",
-            )
+            ctx.comm.forged(byz, torch.full_like(byz, self.server_id), "byzantine", w)
         if len(updates) == 0:
             return
         assert self.rule is not None

@@ -353,6 +353,27 @@ class Comm(ABC):
         local = self.local_index(dst) if advance_clock else torch.zeros(0, dtype=torch.int64)
         self._deliver(send_times, local, eids, nbytes, kind)
 
+    def forged(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        kind: str,
+        like: torch.Tensor,
+        payload: Payload | None = None,
+    ) -> None:
+        """Messages ``src -> dst`` whose content the simulation forges at the receiver.
+
+        Omniscient Byzantine senders are simulated where their messages are used, so no
+        row moves; the messages are still metered (``payload``, default one row of
+        ``like``), sent at each receiver's clock (``dst`` hosted here), and waited for.
+        """
+        if len(dst) == 0:
+            return
+        src, dst = src.to(torch.int64), dst.to(torch.int64)
+        now = self.clock[self.local_index(dst)]
+        numel = like.shape[-1] if like.ndim else 1
+        self.meter_messages(src, dst, now, numel, like.dtype, kind, payload=payload)
+
     def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
         """Charge ``steps`` local steps of compute time to hosted nodes ``local_rows``.
 

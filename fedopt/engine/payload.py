@@ -35,7 +35,7 @@ def itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Payload:
     """Payload bytes (header excluded) of each sender's message in one collective.
 

@@ -9,8 +9,8 @@ import torch
 from helpers import experiment, run
 
 from fedopt.config import validate
-from fedopt.engine.compile import compile_plan
 from fedopt.engine.comm import OperatorHandle
+from fedopt.engine.compile import compile_plan
 from fedopt.engine.payload import Payload
 from fedopt.engine.worker import Worker
 from fedopt.errors import ConfigError, EngineError
@@ -143,7 +143,7 @@ def test_neighbours_sum_equals_mix_bit_for_bit(dtype, topo) -> None:
 
 
 def test_probe_runs_neighbours_and_mix_bit_identical() -> None:
-    _, result, worker = run(probe(4, topology={"name": "torus", "n": 16}))
+    _, result, _ = run(probe(4, topology={"name": "torus", "n": 16}))
     assert result.rounds == 4  # the probe asserts mix == neighbours sum every round
 
 
@@ -175,7 +175,7 @@ def test_overflowing_payloads_are_refused_not_wrapped() -> None:
     w = worker_for(experiment())
     huge = Payload.per_sender(torch.full((8,), INT64_MAX - 10), torch.arange(8), name="huge")
     before = w.meter.edge_bytes.clone()
-    with pytest.raises(ConfigError, match="huge: a message of .* bytes exceeds"):
+    with pytest.raises(ConfigError, match=r"huge: a message of .* bytes exceeds"):
         w.comm.mix(torch.zeros(8, 2), 0, payload=huge)
     assert torch.equal(w.meter.edge_bytes, before) and w.meter.totals.bytes == 0
 
@@ -190,7 +190,7 @@ def test_meter_refuses_totals_beyond_int64(as_tensor: bool) -> None:
     m.record(torch.tensor([2]), one, "a")
     state = (m.edge_bytes.clone(), m.totals.bytes)
     assert state[1] == 3 * big == INT64_MAX - big + 1
-    with pytest.raises(ConfigError, match="kind 'b'.*beyond int64"):
+    with pytest.raises(ConfigError, match=r"kind 'b'.*beyond int64"):
         m.record(torch.tensor([2]), one, "b")
     assert torch.equal(m.edge_bytes, state[0]) and m.totals.bytes == state[1]
     # attempts multiply sizes: refused before the product wraps

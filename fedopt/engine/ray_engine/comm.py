@@ -239,10 +239,10 @@ class RayComm(Comm):
             if value is None:
                 raise ValueError(f"broadcast: worker {self.rank} hosts node {src} but has no value")
             t_src = float(self.clock[self.local_index(torch.tensor([src]))][0])
-            payload = (value.cpu(), t_src)
+            message = (value.cpu(), t_src)
             for p in range(len(self.shards)):
                 if p != self.rank:
-                    self._send(p, key, payload)
+                    self._send(p, key, message)
         else:
             value, t_src = self._wait(key, [src_rank], f"broadcast from node {src}")[src_rank]
             value = self._to_device(value)
