@@ -50,9 +50,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import scipy.sparse as sp
 import torch
 from pydantic import Field
 
@@ -72,6 +71,9 @@ from fedopt.algorithms.laplacian_gossip import (
     shifted,
     topology_members,
 )
+
+if TYPE_CHECKING:
+    from fedopt.engine.comm import OperatorHandle
 
 MC_CHI = 2.0
 """The ``chi`` ADOM+ uses with multi-consensus gossip."""
@@ -162,10 +164,15 @@ class ADOMPlus(Algorithm):
         self.chi = MC_CHI if cfg.multi_consensus else chi
         self.mu, self.L = mu, L
         self.consts = AdomConstants.from_problem(mu, L, self.chi)
-        # operators are cached here: Comm caches gather plans by their identity
-        self._ops: list[sp.csr_matrix] = [
-            shifted(m.lap, 1.0 / m.lam_max) if cfg.multi_consensus else scaled(m.lap, 1 / m.lam_max)
-            for m in members
+        # registered once: the comm compiles each operator's gather plan for its handle
+        self._ops: list[OperatorHandle] = [
+            ctx.comm.register_operator(
+                shifted(m.lap, 1.0 / m.lam_max)
+                if cfg.multi_consensus
+                else scaled(m.lap, 1 / m.lam_max),
+                f"adom_plus operator {k}",
+            )
+            for k, m in enumerate(members)
         ]
 
     def derived_constants(self) -> dict[str, Constant]:
@@ -209,10 +216,10 @@ class ADOMPlus(Algorithm):
         """``W U`` with the round's gossip matrix (``T`` metered steps if multi-consensus)."""
         ops, comm = self._ops, self.ctx.comm
         if not self.config.multi_consensus:  # type: ignore[attr-defined]
-            return comm.mix(U, t, "dual", matrix=ops[t % len(ops)])
+            return comm.mix(U, t, "dual", op=ops[t % len(ops)])
         V = U
         for j in range(self.steps):
-            V = comm.mix(V, t, "dual", matrix=ops[(t * self.steps + j) % len(ops)])
+            V = comm.mix(V, t, "dual", op=ops[(t * self.steps + j) % len(ops)])
         return U - V
 
     def round(self, state: State, t: int) -> None:

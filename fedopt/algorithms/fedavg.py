@@ -43,6 +43,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
+from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX, Number
 from fedopt.robust import make_aggregator, make_attack, make_drift
@@ -165,10 +166,7 @@ class FedAvg(Algorithm):
     def round(self, state: State, t: int) -> None:
         cfg, ctx = self.config, self.ctx
         sampled = sample_clients(ctx.seed, self.client_ids, cfg.client_fraction, t)
-        # hosted sampled clients: their local index and their position in `sampled`
-        where = torch.searchsorted(sampled, ctx.hosted).clamp_max(len(sampled) - 1)
-        hit = sampled[where] == ctx.hosted
-        mine, positions = torch.nonzero(hit).squeeze(1), where[hit]
+        mine = torch.nonzero(torch.isin(ctx.hosted, sampled)).squeeze(1)  # hosted sampled
         w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
         w = w.reshape(-1)
         d = w.numel()
@@ -186,15 +184,17 @@ class FedAvg(Algorithm):
         models = self._train(w, rows, t, self._buf)
         ctx.comm.compute(mine, cfg.local_steps, t)
         # a client's message carries its model and, with sample weighting, its count
+        fields = {"model": (d, models.dtype)}
+        if by_samples:
+            fields["count"] = (1, weights.dtype)
         sums = ctx.comm.gather_sum(
             models,
             weights,
             ctx.hosted[mine],
-            positions,
-            len(sampled),
+            sampled,
             self.server_id,
             "update",
-            d + 1 if by_samples else d,
+            Payload.fields(fields),
         )
         if self.server is not None and sums is not None:
             weighted, total_weight = sums
@@ -236,15 +236,7 @@ class FedAvg(Algorithm):
         updates, _ = got
         byz = sampled[torch.isin(sampled, self.byzantine)]
         if len(byz):  # what the sampled Byzantine clients send the server
-            now = ctx.comm.clock[ctx.comm.local_index(torch.tensor([self.server_id]))]
-            ctx.comm.meter_messages(
-                byz,
-                torch.full_like(byz, self.server_id),
-                now.expand(len(byz)),
-                w.numel(),
-                w.dtype,
-                "byzantine",
-            )
+            ctx.comm.forged(byz, torch.full_like(byz, self.server_id), "byzantine", w)
         if len(updates) == 0:
             return
         assert self.rule is not None

@@ -47,9 +47,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import scipy.sparse as sp
 import torch
 from pydantic import Field
 
@@ -65,6 +64,9 @@ from fedopt.algorithms.dadao import worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
 from fedopt.problems.capabilities import Capability
+
+if TYPE_CHECKING:
+    from fedopt.engine.comm import OperatorHandle
 
 
 class MSDAConfig(AlgorithmConfig):
@@ -132,8 +134,10 @@ class MSDA(Algorithm):
         self.mu, self.L = mu, L
         self.member = member
         self.consts = MSDAConstants.from_problem(mu, L, member)
-        # cached here: Comm caches gather plans by the operator's identity
-        self._op: sp.csr_matrix = shifted(member.lap, self.consts.c3)
+        # registered once: the comm compiles its gather plan for the handle
+        self._op: OperatorHandle = ctx.comm.register_operator(
+            shifted(member.lap, self.consts.c3), "msda operator I - c3 Lap"
+        )
 
     def derived_constants(self) -> dict[str, Constant]:
         """mu, L, the Laplacian's extreme eigenvalues and the Chebyshev and step constants."""
@@ -163,11 +167,11 @@ class MSDA(Algorithm):
     def _accelerated_gossip(self, u: torch.Tensor, t: int) -> torch.Tensor:
         """``u - T_K(c2 (I - c3 W)) u / T_K(c2)``: ``K`` metered gossip steps."""
         c, comm = self.consts, self.ctx.comm
-        cur = comm.mix(u, t, "dual", matrix=self._op)  # u_1 / a_1 = (I - c3 W) u
+        cur = comm.mix(u, t, "dual", op=self._op)  # u_1 / a_1 = (I - c3 W) u
         prev, a_prev, a_cur = u, 1.0, c.c2
         for _ in range(1, c.K):
             a_next = 2.0 * c.c2 * a_cur - a_prev
-            nxt = comm.mix(cur, t, "dual", matrix=self._op).mul_(2.0 * c.c2 * a_cur / a_next)
+            nxt = comm.mix(cur, t, "dual", op=self._op).mul_(2.0 * c.c2 * a_cur / a_next)
             nxt.sub_(prev, alpha=a_prev / a_next)
             prev, cur, a_prev, a_cur = cur, nxt, a_cur, a_next
         return u - cur

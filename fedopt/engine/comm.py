@@ -6,10 +6,20 @@ model's delivery times:
 
 * :meth:`Comm.mix`: gossip, ``Y_i = sum_j W_t[i, j] X_j``; node ``j`` sends ``X_j`` to
   every ``i`` with ``W_t[i, j] != 0``.
+* :meth:`Comm.neighbours`: the same messages, but each receiver gets its neighbours'
+  rows with their sources and weights (:class:`Neighbourhood`) instead of their sum;
+  ``mix`` is this pattern followed by the canonical weighted sum
+  (:meth:`Neighbourhood.weighted_sum`).
 * :meth:`Comm.broadcast`: one node sends the same payload to a set of nodes.
 * :meth:`Comm.gather_sum`: a set of nodes send payloads to one node, which uses their
   weighted sum. The sum is formed in the canonical order of :mod:`fedopt.engine.reduce`
   (the transport carries block sums); the meter counts one message per sender.
+* :meth:`Comm.gather` and :meth:`Comm.all_gather`: rows to one node, or to everyone.
+
+Every collective takes ``payload`` (:class:`~fedopt.engine.payload.Payload`): the
+logical message each sender sends, when it is not the moved tensor (``None``: one row
+of it). Operators other than ``W_t`` are registered once
+(:meth:`Comm.register_operator`) and passed by handle.
 
 Time: each node has a clock (float64 seconds). Local work adds compute time
 (:meth:`Comm.compute`); a message sent at the sender's clock arrives after the link
@@ -24,18 +34,106 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from fedopt.engine.mixer import Mixer, degree_cap
+from fedopt.engine.payload import Payload, resolve
 from fedopt.engine.reduce import BlockPartials, block_partials, combine_partials
+from fedopt.errors import ConfigError, EngineError
 from fedopt.network.compute_time import ComputeTimeModel
 from fedopt.network.faults import FaultModel
 from fedopt.network.link import LinkModel
 from fedopt.network.meter import Meter
 from fedopt.topology.base import TopologyPlan
+
+Bytes = int | torch.Tensor  # wire bytes of every message, or one per message
+
+
+@dataclass(frozen=True)
+class OperatorHandle:
+    """A gossip operator registered with :meth:`Comm.register_operator`.
+
+    Attributes
+    ----------
+    index
+        Registration number (the same on every worker: they register in the same order).
+    name
+        What the operator is, for messages.
+    """
+
+    index: int
+    name: str
+
+
+@dataclass
+class Neighbourhood:
+    """What each hosted receiver got in one neighbour exchange (:meth:`Comm.neighbours`).
+
+    Messages are sorted by receiver, then by sender id (the canonical order); messages
+    lost or ignored under the fault schedule are left out, and their weight moves to
+    the receiver's own row (``self_weight``), as in :meth:`Comm.mix`.
+
+    Attributes
+    ----------
+    rows
+        ``[E, dim]`` the sender's row of each delivered message.
+    src, dst
+        ``[E]`` int64 global sender and receiver ids.
+    weight
+        ``[E]`` float64 operator entry ``W[dst, src]``.
+    receivers
+        ``[k]`` int64 global ids of the hosted receivers (``Comm.hosted``).
+    self_weight
+        ``[k]`` float64 weight of each receiver's own row: ``W[i, i]`` plus the weights
+        of its missing messages.
+    cap
+        Degree cap of the full operator (keeps the reduction's kernel placement-free).
+    has_self
+        ``[k]`` bool: whether the receiver's own row takes part in the sum (a stored
+        diagonal entry or a missing message).
+    weight_dtype
+        Dtype the weights are rounded to before the sum (the comm's parameter dtype,
+        as in :meth:`Comm.mix`).
+    """
+
+    rows: torch.Tensor
+    src: torch.Tensor
+    dst: torch.Tensor
+    weight: torch.Tensor
+    receivers: torch.Tensor
+    self_weight: torch.Tensor
+    cap: int
+    has_self: torch.Tensor
+    weight_dtype: torch.dtype = torch.float64
+
+    def weighted_sum(self, own: torch.Tensor) -> torch.Tensor:
+        """``Y_i = w_ii own_i + sum_e weight_e rows_e`` over receiver ``i``'s messages.
+
+        ``own`` is ``[k, dim]`` (the receivers' own rows). Terms are taken in global
+        sender order with the receiver's own row at its id, by the kernel of
+        :class:`~fedopt.engine.mixer.Mixer`: without faults the result equals
+        :meth:`Comm.mix` bit for bit. Under faults ``mix`` subtracts each missing
+        message's term after the full product while this sum folds its weight into
+        ``w_ii``, so the two agree to rounding only (a few ulps).
+        """
+        k, m = len(self.receivers), len(self.src)
+        dst_local = torch.searchsorted(self.receivers, self.dst).numpy()
+        mine = np.flatnonzero(self.has_self.numpy())
+        # slots: messages (rows k + e) and own rows (row r) of receivers that use them
+        owner = np.concatenate([dst_local, mine])
+        sender = np.concatenate([self.src.numpy(), self.receivers.numpy()[mine]])
+        slot_rows = np.concatenate([k + np.arange(m), mine])
+        weights = np.concatenate([self.weight.numpy(), self.self_weight.numpy()[mine]])
+        order = np.lexsort((sender, owner))
+        indptr = np.r_[0, np.cumsum(np.bincount(owner, minlength=k))]
+        mixer = Mixer.from_slots(
+            indptr, slot_rows[order], weights[order], self.cap, self.weight_dtype, own.device
+        )
+        return mixer(torch.cat([own, self.rows.to(own.device)]) if m else own)
 
 
 class Comm(ABC):
@@ -58,6 +156,7 @@ class Comm(ABC):
 
     hosted: torch.Tensor
     topology: TopologyPlan
+    dtype: torch.dtype
     clock: torch.Tensor
     meter: Meter
     link: LinkModel
@@ -68,26 +167,97 @@ class Comm(ABC):
     missed: torch.Tensor | None = None  # nodes that missed a broadcast this round
     round_start: float = 0.0  # simulated time at which the current round started
 
+    # -- operators -------------------------------------------------------------------
+    def register_operator(self, matrix: sp.spmatrix, name: str = "operator") -> OperatorHandle:
+        """Register an ``n x n`` gossip operator; pass the handle to :meth:`mix`.
+
+        The operator must be supported on the graph's edges plus the diagonal (such as
+        a scaled Laplacian): node ``j`` sends ``X_j`` to every ``i`` with
+        ``matrix[i, j] != 0``. Every worker registers the same operators in the same
+        order, so handles agree across workers.
+
+        Raises
+        ------
+        ConfigError
+            For a wrong shape or an entry off the graph's edges.
+        """
+        n = self.topology.n
+        W = sp.csr_matrix(matrix)
+        if W.shape != (n, n):
+            raise ConfigError(
+                f"{name}: the operator is {W.shape[0]} x {W.shape[1]}, but the topology has "
+                f"n={n} nodes; give an n x n matrix"
+            )
+        coo = W.tocoo()
+        off = coo.row != coo.col
+        try:
+            self.topology.edge_index(coo.col[off], coo.row[off])
+        except ValueError:
+            raise ConfigError(
+                f"{name}: the operator has entries off the graph's edges; it may only be "
+                "nonzero on edges and the diagonal"
+            ) from None
+        if not hasattr(self, "_operators"):
+            self._operators: list[sp.csr_matrix] = []
+        self._operators.append(W)
+        return OperatorHandle(len(self._operators) - 1, name)
+
+    def operator(self, t: int, op: OperatorHandle | None) -> tuple[sp.csr_matrix, object | None]:
+        """``(matrix, cache key)`` of ``op``, or of ``W_t`` (key None if time-varying)."""
+        if op is None:
+            if self.topology.is_time_varying:
+                return self.topology.mixing_at(t), None
+            return self.topology.mixing_at(t), "W"
+        ops = getattr(self, "_operators", [])
+        if not isinstance(op, OperatorHandle) or not 0 <= op.index < len(ops):
+            raise EngineError(f"mix: {op!r} is not an operator registered with this comm")
+        return ops[op.index], op.index
+
     @abstractmethod
     def mix(
-        self, X: torch.Tensor, t: int, kind: str = "model", matrix: sp.spmatrix | None = None
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
     ) -> torch.Tensor:
         """Gossip step ``W_t X`` for the hosted rows (``X``: ``[k, dim]``).
 
-        ``matrix`` replaces ``W_t`` by another ``n x n`` operator supported on the
-        graph's edges plus the diagonal (such as a scaled Laplacian); node ``j`` sends
-        ``X_j`` to every ``i`` with ``matrix[i, j] != 0``. Keep the object alive between
-        calls: compiled gather plans are cached by its identity.
+        ``op`` replaces ``W_t`` by a registered operator (:meth:`register_operator`).
+        Each message is metered with ``payload`` (default: one row of ``X``).
+        """
+
+    @abstractmethod
+    def neighbours(
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
+    ) -> Neighbourhood:
+        """The messages of :meth:`mix` (metered and timed the same), not their sum.
+
+        Each hosted receiver gets the rows of its in-neighbours of ``W_t`` (or ``op``)
+        with their sources and weights; lost messages are left out and their weight
+        moves to the receiver's own row.
         """
 
     @abstractmethod
     def broadcast(
-        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
+        self,
+        value: torch.Tensor | None,
+        src: int,
+        dst: torch.Tensor,
+        kind: str,
+        payload: Payload | None = None,
     ) -> torch.Tensor:
         """Send ``value`` from global node ``src`` to the hosted nodes ``dst`` (global ids).
 
         ``value`` is given on the worker hosting ``src`` (None elsewhere); every worker
-        gets it back.
+        gets it back. ``payload`` (default: all of ``value``) must be given alike on every
+        worker.
         """
 
     @abstractmethod
@@ -96,20 +266,33 @@ class Comm(ABC):
         rows: torch.Tensor,
         weights: torch.Tensor,
         senders: torch.Tensor,
-        positions: torch.Tensor,
-        total: int,
+        everyone: torch.Tensor,
         dst: int,
         kind: str,
-        numel: int,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Deliver ``(sum_i w_i rows_i, sum_i w_i)`` over every sender to node ``dst``.
 
-        ``rows`` (``[m, dim]``), ``weights`` (``[m]``) and ``senders`` (global ids,
-        ``[m]``) describe this worker's senders; ``positions`` (sorted, ``[m]``) are
-        their indices among all ``total`` senders of every worker, which fix the
-        canonical summation order. Each sender sends one message of ``numel`` elements.
-        Returns the sums on the worker hosting ``dst``, None elsewhere.
+        ``rows`` (``[m, dim]``), ``weights`` (``[m]``) and ``senders`` (sorted global
+        ids, ``[m]``) describe this worker's senders; ``everyone`` (sorted) lists the
+        senders of every worker. The comm places each sender in ``everyone``, which fixes
+        the canonical summation order. Each sender sends one message of ``payload``
+        (default: one row). Returns the sums on the worker hosting ``dst``, None
+        elsewhere.
         """
+
+    @staticmethod
+    def positions(senders: torch.Tensor, everyone: torch.Tensor) -> torch.Tensor:
+        """Canonical positions of ``senders`` among ``everyone`` (both sorted global ids)."""
+        every = everyone.to(torch.int64).cpu()
+        s = senders.to(torch.int64).cpu()
+        pos = torch.searchsorted(every, s)
+        if len(s) and (
+            int(pos.max()) >= len(every)
+            or not bool((every[pos.clamp_max(len(every) - 1)] == s).all())
+        ):
+            raise EngineError("gather_sum: a sender is not listed in everyone; list every sender")
+        return pos
 
     def begin_round(self, t: int) -> None:
         """Start round ``t``: fix the fault schedule's state for it (clocks are at the barrier)."""
@@ -119,7 +302,12 @@ class Comm(ABC):
 
     @abstractmethod
     def gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, dst: int, kind: str
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        dst: int,
+        kind: str,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Deliver each sender's row to node ``dst`` (one message each, metered).
 
@@ -150,18 +338,41 @@ class Comm(ABC):
         dtype: torch.dtype,
         kind: str,
         advance_clock: bool = True,
+        payload: Payload | None = None,
     ) -> None:
         """Meter messages ``src -> dst`` (``dst`` hosted here) sent at ``send_times``.
 
         With ``advance_clock`` the receivers' clocks move to their latest arrival (a
         message the receiver waits for); otherwise only bytes and counts are recorded.
+        Each message is ``numel`` elements of ``dtype``, or ``payload`` when given.
         """
         if len(dst) == 0:
             return
         eids = self.edge_ids(src, dst)
-        nbytes = self.meter.message_bytes(numel, dtype)
+        nbytes = self.wire_bytes(payload, src, numel, dtype)
         local = self.local_index(dst) if advance_clock else torch.zeros(0, dtype=torch.int64)
         self._deliver(send_times, local, eids, nbytes, kind)
+
+    def forged(
+        self,
+        src: torch.Tensor,
+        dst: torch.Tensor,
+        kind: str,
+        like: torch.Tensor,
+        payload: Payload | None = None,
+    ) -> None:
+        """Messages ``src -> dst`` whose content the simulation forges at the receiver.
+
+        Omniscient Byzantine senders are simulated where their messages are used, so no
+        row moves; the messages are still metered (``payload``, default one row of
+        ``like``), sent at each receiver's clock (``dst`` hosted here), and waited for.
+        """
+        if len(dst) == 0:
+            return
+        src, dst = src.to(torch.int64), dst.to(torch.int64)
+        now = self.clock[self.local_index(dst)]
+        numel = like.shape[-1] if like.ndim else 1
+        self.meter_messages(src, dst, now, numel, like.dtype, kind, payload=payload)
 
     def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
         """Charge ``steps`` local steps of compute time to hosted nodes ``local_rows``.
@@ -207,6 +418,17 @@ class Comm(ABC):
         s, d = torch.broadcast_tensors(s.reshape(-1), d.reshape(-1))
         return torch.from_numpy(self.topology.edge_index(s.numpy(), d.numpy()))
 
+    def wire_bytes(
+        self, payload: Payload | None, senders: torch.Tensor, numel: int, dtype: torch.dtype
+    ) -> Bytes:
+        """Wire bytes of each message of ``senders`` (int when all alike).
+
+        ``payload`` None: ``numel`` elements of ``dtype`` (the moved tensor's row).
+        """
+        if payload is None:  # the meter's own formula, so default counts stay as they were
+            return self.meter.message_bytes(numel, dtype)
+        return resolve(payload, senders, numel, dtype, self.meter.header_bytes)
+
     def local_index(self, ids: torch.Tensor) -> torch.Tensor:
         """Positions in ``hosted`` of hosted global ids."""
         return torch.searchsorted(self.hosted, ids.to(torch.int64))
@@ -216,7 +438,7 @@ class Comm(ABC):
         send_times: torch.Tensor,
         dst_local: torch.Tensor,
         eids: torch.Tensor,
-        nbytes: int,
+        nbytes: Bytes,
         kind: str,
         meter: bool = True,
     ) -> torch.Tensor:
@@ -242,7 +464,7 @@ class Comm(ABC):
         send_times: torch.Tensor,
         dst_local: torch.Tensor | None,
         eids: torch.Tensor,
-        nbytes: int,
+        nbytes: Bytes,
         kind: str,
         first_k: bool = True,
         select: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
@@ -276,12 +498,68 @@ class Comm(ABC):
         for mask, suffix in ((used, ""), (arrived & ~used, ":late"), (sent & ~arrived, ":dropped")):
             if mask.any():
                 a = attempts[mask] if attempts is not None else None
-                self.meter.record(eids[mask], nbytes, kind + suffix, a)
+                b = nbytes[mask] if isinstance(nbytes, torch.Tensor) else nbytes
+                self.meter.record(eids[mask], b, kind + suffix, a)
         if dst_local is not None and used.any():
             self.clock.scatter_reduce_(
                 0, dst_local[used], arrival[used], reduce="amax", include_self=True
             )
         return used, arrival
+
+    @staticmethod
+    def _gossip_plan(
+        W: sp.csr_matrix, hosted: np.ndarray, edge_index: Callable[..., np.ndarray]
+    ) -> dict[str, object]:
+        """The messages ``j -> i`` (``i`` hosted, ``W[i, j] != 0``, ``i != j``) of one
+        operator, sender-sorted, with the receivers' diagonal entries."""
+        coo = sp.csr_matrix(W).tocoo()
+        row, col = coo.row.astype(np.int64), coo.col.astype(np.int64)
+        mine = np.isin(row, hosted)
+        off = mine & (row != col)
+        order = np.lexsort((row[off], col[off]))
+        src, dst, w = col[off][order], row[off][order], coo.data[off][order]
+        dst_local = np.searchsorted(hosted, dst)
+        diag = np.zeros(len(hosted), dtype=np.float64)
+        stored = np.zeros(len(hosted), dtype=bool)
+        on = mine & (row == col)
+        at = np.searchsorted(hosted, row[on])
+        diag[at] = coo.data[on]
+        stored[at] = True
+        return {
+            "src": torch.from_numpy(src),
+            "dst": torch.from_numpy(dst),
+            "dst_local": torch.from_numpy(dst_local),
+            "eids": torch.from_numpy(edge_index(src, dst)),
+            "w": torch.from_numpy(w.astype(np.float64)),
+            "by_dst": torch.from_numpy(np.lexsort((src, dst))),
+            "diag": torch.from_numpy(diag),
+            "diag_stored": torch.from_numpy(stored),
+            "cap": degree_cap(W),
+        }
+
+    def _neighbourhood(
+        self, plan: dict, X_ext: torch.Tensor, src_ext: torch.Tensor, used: torch.Tensor
+    ) -> Neighbourhood:
+        """The delivered messages of a gossip plan, receiver-sorted (rows from ``X_ext``)."""
+        by_dst = plan["by_dst"]
+        sel = by_dst[used[by_dst]]
+        miss = ~used
+        self_weight = plan["diag"].clone()
+        if bool(miss.any()):
+            self_weight.index_add_(0, plan["dst_local"][miss], plan["w"][miss])
+        has_self = plan["diag_stored"].clone()
+        has_self[plan["dst_local"][miss]] = True
+        return Neighbourhood(
+            rows=X_ext.index_select(0, src_ext[sel].to(X_ext.device)),
+            src=plan["src"][sel],
+            dst=plan["dst"][sel],
+            weight=plan["w"][sel],
+            receivers=self.hosted,
+            self_weight=self_weight,
+            cap=plan["cap"],
+            has_self=has_self,
+            weight_dtype=self.dtype,
+        )
 
     def _note_missed(self, dst: torch.Tensor, used: torch.Tensor) -> None:
         """Receivers of a broadcast that did not get it cannot send an update this round."""
@@ -340,44 +618,55 @@ class LocalComm(Comm):
         self.hosted = torch.arange(topology.n)
         self.clock = torch.zeros(topology.n, dtype=torch.float64)
         self.exchange = 0
-        self._mixers: dict[int, tuple[Mixer, torch.Tensor, ...]] = {}
+        self._plans: dict[object, dict] = {}
 
     # -- gossip ---------------------------------------------------------------------
-    def _mixer(
-        self, t: int, matrix: sp.spmatrix | None = None
-    ) -> tuple[Mixer, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        W = self.topology.mixing_at(t) if matrix is None else matrix
-        key = id(W)
-        cached = self._mixers.get(key)
-        if cached is None:
-            coo = W.tocoo()
-            off = coo.row != coo.col
-            dst, src = coo.row[off].astype(np.int64), coo.col[off].astype(np.int64)
-            order = np.lexsort((dst, src))
-            src, dst, w = src[order], dst[order], coo.data[off][order]
-            eids = self.topology.edge_index(src, dst)
-            cached = (
-                Mixer(W, degree_cap(W), self.dtype, self.device),
-                torch.from_numpy(src),
-                torch.from_numpy(dst),
-                torch.from_numpy(eids),
-                torch.from_numpy(w.astype(np.float64)),
-            )
-            if not self.topology.is_time_varying or matrix is not None:
-                self._mixers[key] = cached
-        return cached
+    def _plan(self, t: int, op: OperatorHandle | None) -> dict:
+        W, key = self.operator(t, op)
+        plan = self._plans.get(key) if key is not None else None
+        if plan is None:
+            plan = self._gossip_plan(W, self.hosted.numpy(), self.topology.edge_index)
+            plan["mixer"] = Mixer(W, degree_cap(W), self.dtype, self.device)
+            if key is not None:
+                self._plans[key] = plan
+        return plan
+
+    def _exchange_rows(
+        self, X: torch.Tensor, t: int, kind: str, op: OperatorHandle | None, payload: Payload | None
+    ) -> tuple[dict, torch.Tensor]:
+        """Meter and time one gossip exchange: ``(plan, used mask)``."""
+        plan = self._plan(t, op)
+        self.exchange += 1
+        src, dst = plan["src"], plan["dst"]
+        nbytes = self.wire_bytes(payload, src, X.shape[1], X.dtype)
+        used, _ = self._deliver_used(src, dst, self.clock[src], dst, plan["eids"], nbytes, kind)
+        return plan, used
 
     def mix(
-        self, X: torch.Tensor, t: int, kind: str = "model", matrix: sp.spmatrix | None = None
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
     ) -> torch.Tensor:
-        mixer, src, dst, eids, w = self._mixer(t, matrix)
-        self.exchange += 1
-        nbytes = self.meter.message_bytes(X.shape[1], X.dtype)
-        used, _ = self._deliver_used(src, dst, self.clock[src], dst, eids, nbytes, kind)
-        Y = mixer(X)
+        plan, used = self._exchange_rows(X, t, kind, op, payload)
+        Y = plan["mixer"](X)
         if not bool(used.all()):
+            src, dst, w = plan["src"], plan["dst"], plan["w"]
             self._missing_to_self(Y, X, src[~used], dst[~used], w[~used])
         return Y
+
+    def neighbours(
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
+    ) -> Neighbourhood:
+        plan, used = self._exchange_rows(X, t, kind, op, payload)
+        return self._neighbourhood(plan, X, plan["src"], used)
 
     def all_gather(
         self, rows: torch.Tensor, senders: torch.Tensor, everyone: torch.Tensor
@@ -386,13 +675,18 @@ class LocalComm(Comm):
         return rows, self.clock[senders.to(torch.int64)]
 
     def gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, dst: int, kind: str
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        dst: int,
+        kind: str,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         self.exchange += 1
         srcs = senders.to(torch.int64)
         dsts = torch.full_like(srcs, int(dst))
         eids = self.edge_ids(srcs, int(dst))
-        nbytes = self.meter.message_bytes(rows.shape[1], rows.dtype)
+        nbytes = self.wire_bytes(payload, srcs, rows.shape[1], rows.dtype)
         used, _ = self._deliver_used(srcs, dsts, self.clock[srcs], dsts, eids, nbytes, kind)
         if bool(used.all()):
             return rows, srcs
@@ -400,15 +694,20 @@ class LocalComm(Comm):
 
     # -- server patterns ------------------------------------------------------------
     def broadcast(
-        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
+        self,
+        value: torch.Tensor | None,
+        src: int,
+        dst: torch.Tensor,
+        kind: str,
+        payload: Payload | None = None,
     ) -> torch.Tensor:
         if value is None:
             raise ValueError("broadcast: the local engine hosts the source; value is required")
         self.exchange += 1
         dst = dst.to(torch.int64)
         eids = self.edge_ids(int(src), dst)
-        nbytes = self.meter.message_bytes(value.numel(), value.dtype)
         srcs = torch.full_like(dst, int(src))
+        nbytes = self.wire_bytes(payload, srcs, value.numel(), value.dtype)
         used, _ = self._deliver_used(srcs, dst, self.clock[srcs], dst, eids, nbytes, kind, False)
         self._note_missed(dst, used)
         return value
@@ -418,19 +717,19 @@ class LocalComm(Comm):
         rows: torch.Tensor,
         weights: torch.Tensor,
         senders: torch.Tensor,
-        positions: torch.Tensor,
-        total: int,
+        everyone: torch.Tensor,
         dst: int,
         kind: str,
-        numel: int,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         self.exchange += 1
         srcs = senders.to(torch.int64)
+        positions = self.positions(srcs, everyone)
         eids = self.edge_ids(srcs, int(dst))
-        nbytes = self.meter.message_bytes(numel, rows.dtype)
+        nbytes = self.wire_bytes(payload, srcs, rows.shape[1], rows.dtype)
         dsts = torch.full_like(srcs, int(dst))
         used, _ = self._deliver_used(srcs, dsts, self.clock[srcs], dsts, eids, nbytes, kind)
         if not bool(used.all()):
             weights = weights * used.to(weights.dtype)
-        parts = self.partials(rows, weights, positions, total)
+        parts = self.partials(rows, weights, positions, len(everyone))
         return self.combine([parts], rows)

@@ -56,9 +56,46 @@ class Mixer:
     ) -> None:
         W = sp.csr_matrix(W)
         W.sort_indices()
-        k = W.shape[0]
-        deg = np.diff(W.indptr)
         cols = W.indices if col_map is None else col_map[W.indices]
+        self._setup(W.indptr, np.asarray(cols, dtype=np.int64), W.data, cap, dtype, device)
+
+    @classmethod
+    def from_slots(
+        cls,
+        indptr: np.ndarray,
+        rows: np.ndarray,
+        weights: np.ndarray,
+        cap: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> Mixer:
+        """``Y[i] = sum_s weights[s] X[rows[s]]`` over the slots ``indptr[i]:indptr[i+1]``.
+
+        Slots are taken in the order given (callers order them by global source id, as
+        :meth:`__init__` does), so the same slots give the same bits as the CSR form.
+        """
+        out = cls.__new__(cls)
+        out._setup(
+            np.asarray(indptr, dtype=np.int64),
+            np.asarray(rows, dtype=np.int64),
+            np.asarray(weights, dtype=np.float64),
+            cap,
+            dtype,
+            device,
+        )
+        return out
+
+    def _setup(
+        self,
+        indptr: np.ndarray,
+        cols: np.ndarray,
+        data: np.ndarray,
+        cap: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        k = len(indptr) - 1
+        deg = np.diff(indptr)
         self.rows = k
         light = np.flatnonzero(deg <= cap)
         self.light = torch.from_numpy(light).to(device)
@@ -66,20 +103,20 @@ class Mixer:
         width = int(deg[light].max(initial=0))
         nbr = np.zeros((len(light), width), dtype=np.int64)
         w = np.zeros((len(light), width), dtype=np.float64)
-        starts = W.indptr[:-1][light]
+        starts = indptr[:-1][light]
         for slot in range(width):
             has = deg[light] > slot
             pos = starts[has] + slot
             nbr[has, slot] = cols[pos]
-            w[has, slot] = W.data[pos]
+            w[has, slot] = data[pos]
             nbr[~has, slot] = nbr[~has, 0]  # weight-0 padding reads a valid row
         self.nbr = torch.from_numpy(nbr).to(device)
         self.w = torch.from_numpy(w).to(dtype=dtype, device=device)
         self.heavy = [
             (
                 int(i),
-                torch.from_numpy(cols[W.indptr[i] : W.indptr[i + 1]].astype(np.int64)).to(device),
-                torch.from_numpy(W.data[W.indptr[i] : W.indptr[i + 1]]).to(
+                torch.from_numpy(cols[indptr[i] : indptr[i + 1]].astype(np.int64)).to(device),
+                torch.from_numpy(np.asarray(data[indptr[i] : indptr[i + 1]])).to(
                     dtype=dtype, device=device
                 ),
             )

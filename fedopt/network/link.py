@@ -91,10 +91,17 @@ class LinkModel:
         return (1 + extra.clamp_min(0)).to(torch.int64)
 
     def delay(
-        self, edge_ids: torch.Tensor, nbytes: int, attempts: torch.Tensor | None = None
+        self,
+        edge_ids: torch.Tensor,
+        nbytes: int | torch.Tensor,
+        attempts: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Delivery time (float64 seconds) of an ``nbytes`` message on each edge."""
-        d = self.latency[edge_ids] + float(nbytes) / self.bandwidth[edge_ids]
+        """Delivery time (float64 seconds) of an ``nbytes`` message on each edge.
+
+        ``nbytes`` is one size for every message or an int64 tensor of one per message.
+        """
+        size = nbytes.to(torch.float64) if isinstance(nbytes, torch.Tensor) else float(nbytes)
+        d = self.latency[edge_ids] + size / self.bandwidth[edge_ids]
         return d if attempts is None else d * attempts.to(torch.float64)
 
     def describe(self) -> dict[str, float]:

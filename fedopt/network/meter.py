@@ -11,11 +11,12 @@ count as 8-byte integers, 4 bytes of flags). ``numel`` and ``dtype`` are those o
 again in bytes and in ``retransmissions``, but a logical message is one message.
 
 A batch of messages is metered with one ``index_add_`` over edge ids; totals are kept
-as exact Python integers. The per-edge counters are int64 tensors and never wrap: the
-exact total bounds every edge's count, and a message that would take it past
-``2**63 - 1`` bytes raises :class:`~fedopt.errors.EngineError` instead (runs that would
-get there with one message per round are refused at compile time,
-:func:`fedopt.engine.budget.check_counters`).
+as exact Python integers. ``nbytes`` is one int for the whole batch or an int64 tensor
+of one size per message (mixed dtypes, per-sender sizes). The per-edge and per-node
+counters are int64: a batch that would take the run's total past int64 is refused
+(:class:`~fedopt.errors.EngineError` naming the message kind), never wrapped; runs
+that would get there with one message per round are refused at compile time
+(:func:`fedopt.engine.budget.check_counters`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from fedopt.errors import EngineError
 
 HEADER_BYTES = 32
-INT64_MAX = 2**63 - 1
+INT64_MAX = (1 << 63) - 1
+_SAFE_FLOAT = float(1 << 62)  # below this a float64 estimate proves an int64 sum exact
 
 
 def payload_bytes(numel: int, dtype: torch.dtype, header_bytes: int = HEADER_BYTES) -> int:
@@ -90,40 +92,74 @@ class Meter:
     def record(
         self,
         edge_ids: torch.Tensor,
-        nbytes: int,
+        nbytes: int | torch.Tensor,
         kind: str,
         attempts: torch.Tensor | None = None,
     ) -> None:
-        """Meter one message of ``nbytes`` on each edge of ``edge_ids`` (int64, CPU).
+        """Meter one message on each edge of ``edge_ids`` (int64, CPU).
 
-        ``attempts`` (same shape, >= 1) counts transmissions per message on lossy links.
+        ``nbytes`` is the wire size of every message (int) or of each one (int64 tensor
+        shaped like ``edge_ids``). ``attempts`` (same shape, >= 1) counts transmissions
+        per message on lossy links.
+
+        Raises
+        ------
+        EngineError
+            When the run's metered bytes would exceed int64.
         """
         if not self.enabled or edge_ids.numel() == 0:
             return
         count = int(edge_ids.numel())
         sent = count if attempts is None else int(attempts.sum())
-        t = self.totals
-        if t.bytes + sent * nbytes > INT64_MAX or t.messages + count > INT64_MAX:
-            raise EngineError(
-                f"meter: {kind!r} messages would take the byte counters past 2**63 - 1 "
-                f"(already {t.bytes} bytes, {sent} more messages of {nbytes} bytes); the "
-                "counters are int64 and do not wrap: run fewer rounds or smaller messages"
-            )
-        if attempts is None:
-            self.edge_bytes.index_add_(0, edge_ids, torch.full_like(edge_ids, nbytes))
+        if isinstance(nbytes, torch.Tensor):
+            per = nbytes.to(torch.int64)
+            if attempts is not None:
+                most = int(attempts.max())
+                if int(per.max()) > INT64_MAX // most:
+                    raise EngineError(_too_many(kind, int(per.max()) * most))
+                per = per * attempts
+            added = _exact_sum(per)
+            self._check(kind, added)
+            self.edge_bytes.index_add_(0, edge_ids, per)
         else:
-            self.edge_bytes.index_add_(0, edge_ids, attempts * nbytes)
+            added = sent * int(nbytes)
+            self._check(kind, added)
+            if attempts is None:
+                self.edge_bytes.index_add_(0, edge_ids, torch.full_like(edge_ids, nbytes))
+            else:
+                self.edge_bytes.index_add_(0, edge_ids, attempts * nbytes)
         self.edge_messages.index_add_(0, edge_ids, torch.ones_like(edge_ids))
+        t = self.totals
         t.messages += count
-        t.bytes += sent * nbytes
+        t.bytes += added
         t.retransmissions += sent - count
         cur = t.by_kind.setdefault(kind, [0, 0])
         cur[0] += count
-        cur[1] += sent * nbytes
+        cur[1] += added
+
+    def _check(self, kind: str, added: int) -> None:
+        """Refuse a batch that takes the total (hence any edge or node count) past int64."""
+        if self.totals.bytes + added > INT64_MAX:
+            raise EngineError(_too_many(kind, self.totals.bytes + added))
 
     def node_totals(self, edges: np.ndarray, n: int) -> dict[str, np.ndarray]:
         """Per-node sent/received messages and bytes derived from the edge counters."""
         return node_totals(self.edge_messages.numpy(), self.edge_bytes.numpy(), edges, n)
+
+
+def _exact_sum(values: torch.Tensor) -> int:
+    """Exact sum of non-negative int64 values (Python int; no int64 wrap-around)."""
+    if float(values.to(torch.float64).sum()) < _SAFE_FLOAT:
+        return int(values.sum())
+    return sum(values.tolist())
+
+
+def _too_many(kind: str, total: int) -> str:
+    return (
+        f"meter: messages of kind {kind!r} take the run's metered bytes to {total}, beyond "
+        f"int64 (past 2**63 - 1 = {INT64_MAX}); the counters do not wrap: send smaller "
+        "payloads or run fewer rounds"
+    )
 
 
 def node_totals(

@@ -8,10 +8,12 @@ sender has delivered (no polling), with a timeout that names the missing actors
 
 Per exchange:
 
-* ``mix``: every actor sends its peers exactly the rows (and clocks) of the nodes those
-  peers need (the halo); the receiver mixes ``[own rows; halo rows]`` with a
-  :class:`~fedopt.engine.mixer.Mixer` whose slots follow global ids, so each row gets
-  the same bits as on the local engine. Receivers meter the messages.
+* ``mix``: every actor sends its peers exactly the rows (and clocks, and payload sizes
+  when they differ per sender) of the nodes those peers need (the halo); the receiver
+  mixes ``[own rows; halo rows]`` with a :class:`~fedopt.engine.mixer.Mixer` whose
+  slots follow global ids, so each row gets the same bits as on the local engine.
+  Receivers meter the messages. ``neighbours`` moves the same halo and returns the
+  rows instead of their sum.
 * ``broadcast``: the source's actor sends the value to every peer; receivers meter.
 * ``gather_sum``: every actor sends its canonical block partials (and its latest
   arrival time) to the destination's actor, which combines them; senders meter.
@@ -25,8 +27,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from fedopt.engine.comm import Comm
+from fedopt.engine.comm import Comm, Neighbourhood, OperatorHandle
 from fedopt.engine.mixer import Mixer, degree_cap
+from fedopt.engine.payload import Payload, wire_bytes
 from fedopt.engine.ray_engine.mailbox import Mailbox
 from fedopt.network.compute_time import ComputeTimeModel
 from fedopt.network.link import LinkModel
@@ -80,7 +83,7 @@ class RayComm(Comm):
             owner[s] = r
         self.owner = owner
         self.mailbox = Mailbox(rank, shards, timeout_s)
-        self._mix_cache: dict[int, dict[str, Any]] = {}
+        self._mix_cache: dict[object, dict[str, Any]] = {}
 
     # -- transport ---------------------------------------------------------------
     def set_peers(self, handles: list[Any]) -> None:
@@ -101,9 +104,9 @@ class RayComm(Comm):
         return t.to(self.device) if t.device != self.device else t
 
     # -- gossip ------------------------------------------------------------------
-    def _mix_plan(self, t: int, matrix: sp.spmatrix | None = None) -> dict[str, Any]:
-        W = self.topology.mixing_at(t) if matrix is None else matrix
-        cached = self._mix_cache.get(id(W))
+    def _mix_plan(self, t: int, op: OperatorHandle | None = None) -> dict[str, Any]:
+        W, key = self.operator(t, op)
+        cached = self._mix_cache.get(key) if key is not None else None
         if cached is not None:
             return cached
         me = self.rank
@@ -127,49 +130,78 @@ class RayComm(Comm):
         col_map = np.full(self.topology.n, -1, dtype=np.int64)
         col_map[hosted] = np.arange(len(hosted))
         col_map[halo] = len(hosted) + np.arange(len(halo))
-        mine = (dst_rank == me) & (row != col)
-        order = np.lexsort((row[mine], col[mine]))
-        src, dst = col[mine][order], row[mine][order]
-        plan = {
-            "mixer": Mixer(
-                sp.csr_matrix(W)[hosted], degree_cap(W), self.dtype, self.device, col_map
-            ),
-            "sends": sends,
-            "recv_ranks": sorted(recvs),
-            "src_ext": torch.from_numpy(col_map[src]),
-            "dst_local": torch.from_numpy(np.searchsorted(hosted, dst)),
-            "eids": torch.from_numpy(self.topology.edge_index(src, dst)),
-            "src": torch.from_numpy(src),
-            "dst": torch.from_numpy(dst),
-            "w": torch.from_numpy(np.asarray(sp.csr_matrix(W)[dst, src]).ravel()),
-        }
-        if not self.topology.is_time_varying or matrix is not None:
-            self._mix_cache[id(W)] = plan
+        plan = self._gossip_plan(W, hosted, self.topology.edge_index)
+        plan.update(
+            mixer=Mixer(sp.csr_matrix(W)[hosted], degree_cap(W), self.dtype, self.device, col_map),
+            sends=sends,
+            recv_ranks=sorted(recvs),
+            src_ext=torch.from_numpy(col_map[plan["src"].numpy()]),
+        )
+        if key is not None:
+            self._mix_cache[key] = plan
         return plan
 
-    def mix(
-        self, X: torch.Tensor, t: int, kind: str = "model", matrix: sp.spmatrix | None = None
-    ) -> torch.Tensor:
-        plan = self._mix_plan(t, matrix)
+    def _exchange_rows(
+        self, X: torch.Tensor, t: int, kind: str, op: OperatorHandle | None, payload: Payload | None
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Move the halo, meter and time one gossip exchange: ``(plan, X_ext, used)``."""
+        plan = self._mix_plan(t, op)
         self.exchange += 1
         key = self.exchange
+        per_sender = payload is not None and payload.static is None
         for p, idx in plan["sends"].items():
-            self._send(p, key, (X[idx].cpu(), self.clock[idx].clone()))
+            sizes = payload.sizes(self.hosted[idx]) if per_sender else None  # type: ignore[union-attr]
+            self._send(p, key, (X[idx].cpu(), self.clock[idx].clone(), sizes))
         got = self._wait(key, plan["recv_ranks"], "gossip rows")
         parts = [X] + [self._to_device(got[p][0]) for p in plan["recv_ranks"]]
         clocks = [self.clock] + [got[p][1] for p in plan["recv_ranks"]]
         X_ext = torch.cat(parts) if len(parts) > 1 else X
         clock_ext = torch.cat(clocks) if len(clocks) > 1 else self.clock.clone()
-        nbytes = self.meter.message_bytes(X.shape[1], X.dtype)
         src_ext, dst_local, eids = plan["src_ext"], plan["dst_local"], plan["eids"]
+        if per_sender:
+            assert payload is not None
+            k = len(self.hosted)
+            sizes_ext = torch.zeros(len(clock_ext), dtype=torch.int64)
+            own = src_ext < k
+            sizes_ext[src_ext[own]] = payload.sizes(plan["src"][own])
+            halo = [got[p][2] for p in plan["recv_ranks"]]  # in the order the rows came
+            if halo:
+                sizes_ext[k:] = torch.cat(halo)
+            header = self.meter.header_bytes
+            nbytes: int | torch.Tensor = wire_bytes(sizes_ext[src_ext], header, payload.name)
+        else:
+            nbytes = self.wire_bytes(payload, plan["src"], X.shape[1], X.dtype)
         used, _ = self._deliver_used(
             plan["src"], plan["dst"], clock_ext[src_ext], dst_local, eids, nbytes, kind
         )
+        return plan, X_ext, used
+
+    def mix(
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
+    ) -> torch.Tensor:
+        plan, X_ext, used = self._exchange_rows(X, t, kind, op, payload)
         Y = plan["mixer"](X_ext)
         if not bool(used.all()):
             miss = ~used
+            src_ext, dst_local = plan["src_ext"], plan["dst_local"]
             self._missing_to_self(Y, X_ext, src_ext[miss], dst_local[miss], plan["w"][miss])
         return Y
+
+    def neighbours(
+        self,
+        X: torch.Tensor,
+        t: int,
+        kind: str = "model",
+        op: OperatorHandle | None = None,
+        payload: Payload | None = None,
+    ) -> Neighbourhood:
+        plan, X_ext, used = self._exchange_rows(X, t, kind, op, payload)
+        return self._neighbourhood(plan, X_ext, plan["src_ext"], used)
 
     def all_gather(
         self, rows: torch.Tensor, senders: torch.Tensor, everyone: torch.Tensor
@@ -193,7 +225,12 @@ class RayComm(Comm):
 
     # -- server patterns ---------------------------------------------------------
     def broadcast(
-        self, value: torch.Tensor | None, src: int, dst: torch.Tensor, kind: str
+        self,
+        value: torch.Tensor | None,
+        src: int,
+        dst: torch.Tensor,
+        kind: str,
+        payload: Payload | None = None,
     ) -> torch.Tensor:
         self.exchange += 1
         key = self.exchange
@@ -202,10 +239,10 @@ class RayComm(Comm):
             if value is None:
                 raise ValueError(f"broadcast: worker {self.rank} hosts node {src} but has no value")
             t_src = float(self.clock[self.local_index(torch.tensor([src]))][0])
-            payload = (value.cpu(), t_src)
+            message = (value.cpu(), t_src)
             for p in range(len(self.shards)):
                 if p != self.rank:
-                    self._send(p, key, payload)
+                    self._send(p, key, message)
         else:
             value, t_src = self._wait(key, [src_rank], f"broadcast from node {src}")[src_rank]
             value = self._to_device(value)
@@ -213,8 +250,8 @@ class RayComm(Comm):
         if len(dst):
             eids = self.edge_ids(int(src), dst)
             send_times = torch.full((len(dst),), t_src, dtype=torch.float64)
-            nbytes = self.meter.message_bytes(value.numel(), value.dtype)
             srcs = torch.full_like(dst, int(src))
+            nbytes = self.wire_bytes(payload, srcs, value.numel(), value.dtype)
             used, _ = self._deliver_used(
                 srcs, dst, send_times, self.local_index(dst), eids, nbytes, kind, False
             )
@@ -226,19 +263,20 @@ class RayComm(Comm):
         rows: torch.Tensor,
         weights: torch.Tensor,
         senders: torch.Tensor,
-        positions: torch.Tensor,
-        total: int,
+        everyone: torch.Tensor,
         dst: int,
         kind: str,
-        numel: int,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         self.exchange += 1
         key = self.exchange
         srcs = senders.to(torch.int64)
-        used, latest = self._send_to_one(srcs, dst, numel, rows.dtype, kind)
+        positions = self.positions(srcs, everyone)
+        nbytes = self.wire_bytes(payload, srcs, rows.shape[1], rows.dtype)
+        used, latest = self._send_to_one(srcs, dst, nbytes, kind)
         if not bool(used.all()):
             weights = weights * used.to(weights.dtype)
-        parts = self.partials(rows.cpu(), weights.cpu(), positions, total)
+        parts = self.partials(rows.cpu(), weights.cpu(), positions, len(everyone))
         dst_rank = int(self.owner[dst])
         if dst_rank != self.rank:
             self._send(dst_rank, key, (parts, latest))
@@ -255,12 +293,18 @@ class RayComm(Comm):
         return self._to_device(weighted), self._to_device(total_weight)
 
     def gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, dst: int, kind: str
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        dst: int,
+        kind: str,
+        payload: Payload | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
         self.exchange += 1
         key = self.exchange
         srcs = senders.to(torch.int64)
-        used, latest = self._send_to_one(srcs, dst, rows.shape[1], rows.dtype, kind)
+        nbytes = self.wire_bytes(payload, srcs, rows.shape[1], rows.dtype)
+        used, latest = self._send_to_one(srcs, dst, nbytes, kind)
         mine = (rows[used.to(rows.device)].cpu(), srcs[used], latest)
         dst_rank = int(self.owner[dst])
         if dst_rank != self.rank:
@@ -279,11 +323,10 @@ class RayComm(Comm):
         return self._to_device(all_rows), ids[order]
 
     def _send_to_one(
-        self, srcs: torch.Tensor, dst: int, numel: int, dtype: torch.dtype, kind: str
+        self, srcs: torch.Tensor, dst: int, nbytes: int | torch.Tensor, kind: str
     ) -> tuple[torch.Tensor, float]:
         """Sender-side metering of ``srcs -> dst``: ``(used mask, latest used arrival)``."""
         eids = self.edge_ids(srcs, int(dst))
-        nbytes = self.meter.message_bytes(numel, dtype)
         send_times = self.clock[self.local_index(srcs)]
         used, arrival = self._deliver_used(
             srcs,
