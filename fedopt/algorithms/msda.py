@@ -61,7 +61,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import worker_curvature
+from fedopt.algorithms.dadao import curvature_facts, worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
 from fedopt.problems import PROBLEMS
@@ -136,6 +136,11 @@ class MSDA(Algorithm):
         self.consts = MSDAConstants.from_problem(mu, L, member)
         # cached here: Comm caches gather plans by the operator's identity
         self._op: sp.csr_matrix = shifted(member.lap, self.consts.c3)
+
+    @classmethod
+    def plan_facts(cls, config: AlgorithmConfig, plan: Any, oracle: Any) -> dict[str, Any]:
+        """The worst-case ``mu`` and ``L`` over every data node, once at compile time."""
+        return curvature_facts(config, plan, oracle)
 
     def derived_constants(self) -> dict[str, Constant]:
         """mu, L, the Laplacian's extreme eigenvalues and the Chebyshev and step constants."""
