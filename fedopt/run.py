@@ -15,7 +15,7 @@ import torch
 
 from fedopt.config.schema import ExperimentConfig
 from fedopt.engine.compile import compile_plan
-from fedopt.engine.local import run_local
+from fedopt.engine.dispatch import runner_for
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError, RunDiverged
@@ -320,28 +320,11 @@ def execute(
     meter_enabled: bool = True,
     **schedule: Any,
 ) -> EngineOutput:
-    """Run ``plan`` on the engine its config names (``schedule``: resume/checkpoint hooks)."""
-    from fedopt.algorithms import ALGORITHMS
-
-    if ALGORITHMS.get(plan.config.algorithm.name).schedule == "events":
-        from fedopt.engine.events_local import run_events
-
-        return run_events(plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled)
-    if plan.config.engine.kind == "ray":
-        from fedopt.engine.ray_engine.engine import run_ray
-
-        return run_ray(
-            plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled, **schedule
-        )
-    result, worker = run_local(plan, on_record, on_round, meter_enabled=meter_enabled, **schedule)
-    device = str(worker.ctx.device)
-    return EngineOutput(
-        result=result,
-        edge_messages=worker.meter.edge_messages.numpy(),
-        edge_bytes=worker.meter.edge_bytes.numpy(),
-        device=device,
-        threads=torch.get_num_threads(),
-        workers=[{"rank": 0, "num_nodes": plan.topology.n, "device": device}],
+    """Run ``plan`` on its runner (:data:`~fedopt.engine.dispatch.RUNNERS`, keyed by
+    schedule and ``engine.kind``); ``schedule``: the resume/checkpoint hooks."""
+    run = runner_for(plan)
+    return run(
+        plan, on_record=on_record, on_round=on_round, meter_enabled=meter_enabled, **schedule
     )
 
 

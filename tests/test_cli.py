@@ -62,12 +62,12 @@ def test_existing_directory_is_refused_unless_overwrite(tmp_path: Path, capsys) 
 
 
 def test_failed_run_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
-    import fedopt.run as run_mod
+    import fedopt.engine.local as local_engine
 
     def boom(*a, **k):
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(run_mod, "run_local", boom)
+    monkeypatch.setattr(local_engine, "run_local", boom)  # what RUNNERS calls for rounds
     args = ["run", QUICK, "--out", str(tmp_path / "r"), "--quiet"]
     assert main(args) == 3  # a bug, not a user mistake: "internal error", exit 3
     assert list(tmp_path.iterdir()) == []

@@ -64,7 +64,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import time_varying_graphs, worker_curvature
+from fedopt.algorithms.dadao import curvature_facts, time_varying_graphs, worker_curvature
 from fedopt.algorithms.laplacian_gossip import (
     LaplacianMember,
     scaled,
@@ -174,6 +174,11 @@ class ADOMPlus(Algorithm):
             )
             for k, m in enumerate(members)
         ]
+
+    @classmethod
+    def plan_facts(cls, config: AlgorithmConfig, plan: Any, oracle: Any) -> dict[str, Any]:
+        """The worst-case ``mu`` and ``L`` over every data node, once at compile time."""
+        return curvature_facts(config, plan, oracle)
 
     def derived_constants(self) -> dict[str, Constant]:
         """mu, L, chi, gossip steps per round and every step size and momentum."""

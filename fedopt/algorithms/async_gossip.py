@@ -40,9 +40,21 @@ class AsyncGossipSGD(EventAlgorithm):
     roles = ("gossip", "client")
 
     @classmethod
+    def check_plan(cls, config: Any, plan: Any) -> None:
+        """Time-varying graphs must be sequences of connected graphs; ``rate`` edge
+        attributes, when given, positive on every edge."""
+        if time_varying_graphs(plan) is None:
+            edge_rate_attribute(plan.topology, config.name)
+
+    @classmethod
+    def plan_facts(cls, config: Any, plan: Any, oracle: Any) -> dict[str, Any]:
+        """DADAO's graph constants (``dadao_graph``), for the default gossip rate."""
+        return {"dadao_graph": graph_chi(plan, time_varying_graphs(plan))}
+
+    @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
         graphs = time_varying_graphs(plan)
-        chi = graph_chi(plan, graphs)
+        chi = plan.facts["dadao_graph"]
         rate = config.gossip_rate or chi["lambda_mix"]  # DADAO's lambda_mix
         dtype = getattr(oracle, "dtype", torch.float32)
         seed = plan.config.seed

@@ -138,6 +138,9 @@ class WorkerContext:
         honest nodes when there are Byzantine ones.
     byzantine
         The experiment's ``byzantine`` section, or None.
+    facts
+        The plan's compile-time facts (:meth:`Algorithm.plan_facts`), the same on every
+        worker.
     """
 
     hosted: torch.Tensor
@@ -156,6 +159,8 @@ class WorkerContext:
     initial_params: Callable[[int], torch.Tensor] | None = None
     data_nodes: torch.Tensor | None = None
     byzantine: Any = None  # the experiment's ByzantineConfig (None without adversaries)
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    """The plan's compile-time facts (:meth:`Algorithm.plan_facts`)."""
 
     def hosted_with_role(self, role: str) -> torch.Tensor:
         """Local indices (into ``hosted``) of the hosted nodes with ``role``."""
@@ -273,6 +278,22 @@ class Algorithm(ABC):
         """Models :meth:`output` reports on a run of ``n`` nodes (default ``n``); the
         driver averages them at every evaluation (memory budget)."""
         return n
+
+    @classmethod
+    def plan_facts(
+        cls, config: AlgorithmConfig, plan: object, oracle: Callable[[], Oracle]
+    ) -> dict[str, Any]:
+        """Facts about the whole experiment, computed once at compile time (default: none).
+
+        Called by the compiler after :meth:`check_plan`; the result becomes
+        ``plan.facts`` (and ``WorkerContext.facts``), so a worker hosting a shard reads
+        them instead of building the other workers' oracles. ``oracle()`` builds (once,
+        on the CPU, only when called) the oracle of every data node, by data rank. Raise
+        :class:`~fedopt.errors.ConfigError` for what only the data can tell (a problem
+        that is not strongly convex, a singular conjugate), so that ``fedopt validate``
+        refuses it. Values must be plain and picklable.
+        """
+        return {}
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int | None:

@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
-from fedopt.algorithms.dadao import curvature
+from fedopt.algorithms.dadao import curvature_facts, plan_curvature
 from fedopt.errors import ConfigError
 from fedopt.events.continuized import ContinuizedConstants, ContinuizedNodes, laplacian_resistances
 from fedopt.events.simulate import edge_arrays
@@ -58,8 +58,10 @@ class Continuized(EventAlgorithm):
 
     @classmethod
     def check_plan(cls, config: Any, plan: Any) -> None:
-        """Refuse time-varying graphs and huge graphs (``requires`` covers ``grad f_i*``)."""
+        """Refuse ``rate`` edge attributes, time-varying graphs and huge graphs
+        (``requires`` covers ``grad f_i*``)."""
         topo = plan.topology
+        refuse_edge_rates(topo, config.name)
         if topo.is_time_varying:
             raise ConfigError(
                 f"topology.name: continuized runs on one fixed graph (its constants come "
@@ -74,10 +76,27 @@ class Continuized(EventAlgorithm):
             )
 
     @classmethod
+    def plan_facts(cls, config: Any, plan: Any, oracle: Any) -> dict[str, Any]:
+        """Worst-case ``mu``, ``L`` over every node; checks every ``grad f_i*`` exists.
+
+        ``x_i = grad f_i*(0)`` is tried on every node here, at compile time, so that a
+        conjugate that is not differentiable is refused before the run.
+        """
+        facts = curvature_facts(config, plan, oracle)
+        o = oracle()
+        rows = torch.arange(len(plan.data_nodes))
+        try:
+            o.conjugate_grad(torch.zeros(len(rows), o.dim, dtype=torch.float64), rows)
+        except ValueError as exc:
+            raise ConfigError(
+                f"problem: {plan.config.problem.name!r} cannot give continuized its conjugate "
+                f"gradients: {exc}"
+            ) from exc
+        return facts
+
+    @classmethod
     def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
-        refuse_edge_rates(plan.topology, config.name)
-        cls.check_plan(config, plan)
-        mu, L = curvature(config, plan.config.problem.name, oracle)
+        mu, L = plan_curvature(plan.facts, config.name)
         n = plan.topology.n
         edges = edge_arrays(plan.topology.edges)
         rate = config.edge_rate or n / 2
@@ -87,13 +106,6 @@ class Continuized(EventAlgorithm):
         def dual_grad(rows: torch.Tensor, Y: torch.Tensor, ids: Any = None) -> torch.Tensor:
             return oracle.conjugate_grad(Y, rows)
 
-        try:  # x_i = grad f_i*(0): fails early when some f_i* is not differentiable
-            dual_grad(torch.arange(n), torch.zeros(n, oracle.dim, dtype=torch.float64))
-        except ValueError as exc:
-            raise ConfigError(
-                f"problem: {plan.config.problem.name!r} cannot give continuized its conjugate "
-                f"gradients: {exc}"
-            ) from exc
         nodes = ContinuizedNodes(n, oracle.dim, consts, edges, res, dual_grad)
         facts = {
             "mu": mu,

@@ -6,7 +6,7 @@ own clock (total rate ``lambda_mix = sqrt(2 chi1 chi2)`` split evenly over edges
 computed on Lap/|E|); between events every node's six state vectors follow a linear
 ODE that is integrated exactly. The update rules and constants are in
 :mod:`fedopt.events.dadao`; the engine's event driver
-(:mod:`fedopt.engine.events_local`) runs it. An edge event sends ``y + z`` both ways:
+(:mod:`fedopt.engine.events_driver`) runs it. An edge event sends ``y + z`` both ways:
 two messages of ``dim`` floats.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import networkx as nx
@@ -40,10 +41,14 @@ class DADAOConfig(AlgorithmConfig):
     )
 
 
-def curvature(config: Any, problem_name: str, oracle: Any) -> tuple[float, float]:
-    """``(mu, L)`` from the config, else from the problem's per-node bounds."""
-    bounds = oracle.curvature_bounds()
+def curvature(config: Any, problem_name: str, oracle: Callable[[], Any]) -> tuple[float, float]:
+    """``(mu, L)`` from the config, else the worst case of the problem's per-node bounds.
+
+    ``oracle()`` gives the oracle of every data node; it is called only when the config
+    leaves ``mu`` or ``L`` unset.
+    """
     mu, L = getattr(config, "mu", None), getattr(config, "L", None)
+    bounds = oracle().curvature_bounds() if mu is None or L is None else None
     if (mu is None or L is None) and bounds is None:
         raise ConfigError(
             f"algorithm.mu / algorithm.L: problem {problem_name!r} cannot bound its "
@@ -61,29 +66,28 @@ def curvature(config: Any, problem_name: str, oracle: Any) -> tuple[float, float
     return mu, L
 
 
-def worker_curvature(config: Any, ctx: Any) -> tuple[float, float]:
-    """``(mu, L)`` on a round-schedule worker: the bounds must cover every node.
+def curvature_facts(config: Any, plan: Any, oracle: Callable[[], Any]) -> dict[str, float]:
+    """Compile time: ``{"mu", "L"}``, the worst case over every data node, for every worker.
 
-    A worker that hosts only some nodes builds the oracle of every data node once to
-    take the worst case over all of them (the data are keyed by rank, so it is the data
-    the other workers hold), so every worker derives the same constants; set
-    ``algorithm.mu`` and ``algorithm.L`` to skip that.
+    Computed once by the compiler (:meth:`Algorithm.plan_facts`), so a worker hosting a
+    shard never builds the other workers' oracles to find the worst case.
     """
-    oracle = ctx.oracle
-    problem = getattr(getattr(oracle, "config", None), "name", "?")
-    everyone = ctx.data_nodes if ctx.data_nodes is not None else None
-    if (config.mu is None or config.L is None) and everyone is not None:
-        if len(oracle.data_ranks) < len(everyone):
-            from fedopt.problems import PROBLEMS
+    mu, L = curvature(config, plan.config.problem.name, oracle)
+    return {"mu": mu, "L": L}
 
-            oracle = PROBLEMS.get(problem).build(
-                oracle.config,
-                seed=ctx.seed,
-                data_ranks=torch.arange(len(everyone)),
-                num_data_nodes=len(everyone),
-                device=torch.device("cpu"),
-            )
-    return curvature(config, problem, oracle)
+
+def plan_curvature(facts: Any, name: str) -> tuple[float, float]:
+    """``(mu, L)`` from the plan's compile-time facts (:func:`curvature_facts`)."""
+    if "mu" not in facts or "L" not in facts:
+        raise RuntimeError(
+            f"{name}: the plan carries no curvature facts; compile it with compile_plan"
+        )
+    return facts["mu"], facts["L"]
+
+
+def worker_curvature(config: Any, ctx: Any) -> tuple[float, float]:
+    """``(mu, L)`` on a round-schedule worker: the plan's worst case over every node."""
+    return plan_curvature(ctx.facts, config.name)
 
 
 def time_varying_graphs(plan: Any) -> list[Any] | None:
@@ -137,12 +141,17 @@ class DADAO(EventAlgorithm):
     state_tensors = 10  # float64: the 6 ODE coordinates S, x0, outputs and gradients
 
     @classmethod
-    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+    def check_plan(cls, config: Any, plan: Any) -> None:
+        """Refuse ``rate`` edge attributes and time-varying graphs that are not sequences
+        of connected graphs."""
         refuse_edge_rates(plan.topology, config.name)
-        mu, L = curvature(config, plan.config.problem.name, oracle)
-        graphs = time_varying_graphs(plan)
-        chi = graph_chi(plan, graphs)
-        chi1, chi2 = chi["chi1"], chi["chi2"]
+        time_varying_graphs(plan)
+
+    @classmethod
+    def plan_facts(cls, config: Any, plan: Any, oracle: Any) -> dict[str, Any]:
+        """Worst-case ``mu``, ``L`` over every node and the graph constants (``dadao_graph``)."""
+        facts: dict[str, Any] = curvature_facts(config, plan, oracle)
+        chi = graph_chi(plan, time_varying_graphs(plan))
         threshold = chi["lambda_mix"]
         lam = config.lambda_mix or threshold
         if lam < threshold:
@@ -151,6 +160,17 @@ class DADAO(EventAlgorithm):
                 f"{threshold:g}; DADAO may diverge (spec 1.10)",
                 stacklevel=2,
             )
+        facts["dadao_graph"] = chi
+        return facts
+
+    @classmethod
+    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+        mu, L = plan_curvature(plan.facts, config.name)
+        graphs = time_varying_graphs(plan)
+        chi = plan.facts["dadao_graph"]
+        chi1, chi2 = chi["chi1"], chi["chi2"]
+        threshold = chi["lambda_mix"]
+        lam = config.lambda_mix or threshold
         consts = DadaoConstants.from_problem(mu, L, chi1, lam)
         x0 = oracle.init_params(torch.arange(plan.topology.n))
 

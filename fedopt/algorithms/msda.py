@@ -60,7 +60,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import worker_curvature
+from fedopt.algorithms.dadao import curvature_facts, worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
 from fedopt.problems.capabilities import Capability
@@ -138,6 +138,11 @@ class MSDA(Algorithm):
         self._op: OperatorHandle = ctx.comm.register_operator(
             shifted(member.lap, self.consts.c3), "msda operator I - c3 Lap"
         )
+
+    @classmethod
+    def plan_facts(cls, config: AlgorithmConfig, plan: Any, oracle: Any) -> dict[str, Any]:
+        """The worst-case ``mu`` and ``L`` over every data node, once at compile time."""
+        return curvature_facts(config, plan, oracle)
 
     def derived_constants(self) -> dict[str, Constant]:
         """mu, L, the Laplacian's extreme eigenvalues and the Chebyshev and step constants."""

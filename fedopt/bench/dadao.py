@@ -16,7 +16,7 @@ from typing import Any
 
 from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
-from fedopt.engine.events_local import run_events
+from fedopt.run import execute
 
 
 def bench_dadao(
@@ -44,7 +44,7 @@ def bench_dadao(
         "eval": {"every": 10**9},
         "engine": eng,
     }
-    out = run_events(compile_plan(validate(raw)))
+    out = execute(compile_plan(validate(raw)))
     res = out.result
     last = res.records[-1]
     wall = res.wall_time_s

@@ -85,7 +85,10 @@ class OutputConfig(Section):
         10_000_000, ge=0, description="save all final node params when n*dim is at most this"
     )
     checkpoint_every: int | None = Field(
-        None, ge=1, le=COUNT_MAX, description="write a resumable checkpoint every this many rounds"
+        None,
+        ge=1,
+        le=COUNT_MAX,
+        description="write a resumable checkpoint every this many rounds (event blocks)",
     )
 
 

@@ -6,8 +6,9 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from fedopt.algorithms.base import ALGORITHMS, split_requirements
+from fedopt.algorithms.base import ALGORITHMS, Algorithm, split_requirements
 from fedopt.config.schema import ExperimentConfig
 from fedopt.engine.budget import check_run_memory
 from fedopt.engine.plan import Plan
@@ -15,6 +16,7 @@ from fedopt.errors import ConfigError
 from fedopt.network.faults import check_faults
 from fedopt.plugins import load_plugins
 from fedopt.problems import PROBLEMS
+from fedopt.problems.base import Oracle
 from fedopt.problems.capabilities import require
 from fedopt.robust.byzantine import check_byzantine
 from fedopt.topology import build_topology, check_topology
@@ -32,8 +34,10 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     ConfigError
         When the run would exceed ``engine.memory_budget_gb``, the problem lacks an
         oracle capability or the topology a property the algorithm ``requires``, the
-        roles do not match, a per-node setting has the wrong length, or the algorithm's
-        :meth:`~fedopt.algorithms.base.Algorithm.check_plan` refuses the experiment.
+        roles do not match, a per-node setting has the wrong length, the algorithm's
+        :meth:`~fedopt.algorithms.base.Algorithm.check_plan` refuses the experiment,
+        the event schedule refuses it (:func:`check_event_schedule`), or the facts only
+        the data tell refuse it (:meth:`~fedopt.algorithms.base.Algorithm.plan_facts`).
     """
     algo_name = config.algorithm.name
     algo = ALGORITHMS.get(algo_name)
@@ -84,12 +88,9 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
         holds_data[byz] = False
     data_nodes = np.flatnonzero(holds_data).astype(np.int64)
     servers = np.flatnonzero(roles == "server")
+    if algo.schedule == "events":
+        check_event_schedule(config)
     if config.faults.any:
-        if algo.schedule == "events":
-            raise ConfigError(
-                f"faults: the event schedule of {algo_name!r} does not take a fault schedule "
-                "yet; remove the faults section or use a round algorithm"
-            )
         check_faults(
             config.faults,
             topo.n,
@@ -117,4 +118,72 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
         base_dir=base_dir,
     )
     algo.check_plan(config.algorithm, plan)
-    return plan
+    return compile_facts(plan, algo)
+
+
+def check_event_schedule(config: ExperimentConfig) -> None:
+    """What the event schedule refuses (before anything is built).
+
+    The event engines run on the CPU, take no fault schedule and do not restart Ray
+    actors; the run needs a stop rule counting time or events.
+    """
+    name = config.algorithm.name
+    stop = config.stop
+    if not any(
+        v is not None for v in (stop.sim_time_s, stop.events, stop.gradients, stop.communications)
+    ):
+        raise ConfigError(
+            f"stop: the event schedule of {name!r} needs stop.sim_time_s, "
+            "stop.events, stop.gradients or stop.communications (stop.rounds counts rounds)"
+        )
+    if config.faults.any:
+        raise ConfigError(
+            f"faults: the event schedule of {name!r} does not take a fault schedule "
+            "yet; remove the faults section or use a round algorithm"
+        )
+    eng = config.engine
+    if eng.device == "cuda":
+        raise ConfigError(
+            f"engine.device: the event schedule of {name!r} runs on the CPU (its events "
+            "touch a few nodes at a time, level by level, which a GPU does not speed up); "
+            "use engine.device: cpu (or auto, which picks the CPU for event runs)"
+        )
+    if eng.kind == "ray" and eng.gpus_per_actor > 0:
+        raise ConfigError(
+            f"engine.gpus_per_actor: the event schedule of {name!r} runs on the CPU, "
+            f"got {eng.gpus_per_actor:g}; set engine.gpus_per_actor: 0"
+        )
+    if eng.kind == "ray" and eng.max_restarts > 0:
+        raise ConfigError(
+            f"engine.max_restarts: the event schedule of {name!r} does not restart dead Ray "
+            f"actors, got {eng.max_restarts}; set engine.max_restarts: 0 and resume a "
+            "failed run from its checkpoint (output.checkpoint_every, fedopt run --resume)"
+        )
+
+
+def compile_facts(plan: Plan, algo: type[Algorithm]) -> Plan:
+    """``plan`` with the algorithm's compile-time facts (:meth:`Algorithm.plan_facts`).
+
+    The oracle of every data node is built at most once, on the CPU, and only when the
+    algorithm asks for it (for the worst-case ``mu`` and ``L`` over all nodes, say);
+    workers then read ``plan.facts`` instead of building other workers' oracles.
+    """
+    built: list[Oracle] = []
+
+    def oracle() -> Oracle:
+        if not built:
+            cfg = plan.config
+            count = len(plan.data_nodes)
+            built.append(
+                PROBLEMS.get(cfg.problem.name).build(
+                    cfg.problem,
+                    seed=cfg.seed,
+                    data_ranks=torch.arange(count),
+                    num_data_nodes=count,
+                    device=torch.device("cpu"),
+                )
+            )
+        return built[0]
+
+    facts = algo.plan_facts(plan.config.algorithm, plan, oracle)
+    return dataclasses.replace(plan, facts=dict(facts)) if facts else plan

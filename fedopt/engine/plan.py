@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,12 @@ class Plan:
     plugin_sources
         ``{module name: (origin, source)}`` of the experiment's plug-in files, which
         every remote worker installs before building its nodes.
+    facts
+        Compile-time facts the algorithm asked for
+        (:meth:`~fedopt.algorithms.base.Algorithm.plan_facts`), computed once by the
+        compiler from every node's data, so workers read them instead of rebuilding
+        other workers' oracles: the worst-case ``mu`` and ``L`` over all data nodes,
+        graph constants, ... Plain picklable values.
     """
 
     config: ExperimentConfig
@@ -39,6 +46,7 @@ class Plan:
     server_id: int | None
     base_dir: Path | None = None
     plugin_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def clients(self) -> np.ndarray:

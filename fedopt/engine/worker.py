@@ -115,6 +115,7 @@ class Worker:
             initial_params=self.initial_params,
             data_nodes=torch.from_numpy(np.asarray(plan.data_nodes, dtype=np.int64)),
             byzantine=cfg.byzantine,
+            facts=plan.facts,
         )
         if cfg.faults.any:
             self.comm.faults = FaultModel(

@@ -104,6 +104,15 @@ class PoissonEventStream:
             times, is_edge.astype(np.int8), a.astype(np.int64), b.astype(np.int64), k * self.block
         )
 
+    def state(self) -> dict[str, Any]:
+        """Where the stream stands (next block, clock): :meth:`set_state` resumes there."""
+        return {"next_block": self._next_block, "clock": self._clock}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` of a stream built with the same arguments."""
+        self._next_block = int(state["next_block"])
+        self._clock = float(state["clock"])
+
 
 class SwitchingEventStream:
     """Poisson clocks on a graph that switches every ``switch_every`` time units.
@@ -211,6 +220,20 @@ class SwitchingEventStream:
         out = EventBlock(time, kind, a, b, self._count)
         self._count += len(time)
         return out
+
+    def state(self) -> dict[str, Any]:
+        """Where the stream stands (segments drawn, unserved events): see :meth:`set_state`."""
+        return {
+            "next_segment": self._next_segment,
+            "buffer": [q.copy() for q in self._buffer],
+            "count": self._count,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state` of a stream built with the same arguments."""
+        self._next_segment = int(state["next_segment"])
+        self._buffer = [np.array(q) for q in state["buffer"]]
+        self._count = int(state["count"])
 
 
 def edge_rate_attribute(topo: Any, algorithm: str) -> np.ndarray | None:

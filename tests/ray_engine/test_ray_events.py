@@ -77,3 +77,22 @@ def test_bench_dadao_on_ray_counts_like_local(ray_session) -> None:
     assert on_ray["actors"] == 2
     for key in ("events", "gradients_total", "communications_total", "final_relative_error"):
         assert on_ray[key] == local[key]
+
+
+def test_event_checkpoint_on_ray_resumes_with_the_local_bits(ray_session) -> None:
+    raw = copy.deepcopy(CASES["dadao-time-varying"])
+    raw["output"] = {"checkpoint_every": 3}
+    local = execute(compile_plan(validate(raw)))
+    raw["engine"].update(kind="ray", actors=2)
+    plan = compile_plan(validate(raw))
+    saved: list[dict] = []
+    first = execute(plan, on_checkpoint=saved.append)
+    assert [c["round"] for c in saved] == list(range(3, local.result.rounds, 3))
+    assert len(saved[0]["workers"]) == 2  # one snapshot per actor
+    blocks: list[int] = []
+    resumed = execute(plan, resume=saved[1], on_round=blocks.append)
+    assert blocks == list(range(7, local.result.rounds + 1))  # only the blocks after 6
+    for out in (first, resumed):
+        assert torch.equal(out.result.final_params, local.result.final_params)
+        assert _strip(out.result.records) == _strip(local.result.records)
+        assert (out.edge_messages == local.edge_messages).all()

@@ -3,9 +3,11 @@
 Every actor runs an :class:`~fedopt.engine.events_worker.EventWorker` on its shard and
 regenerates the same seeded event stream; cross-shard edge events swap endpoint state
 rows actor to actor through a :class:`~fedopt.engine.ray_engine.mailbox.Mailbox`. The
-driver runs :func:`~fedopt.engine.events_local.drive_events` unchanged: it only asks
-for the next block and gathers the iterates at evaluations, so a run gives the same
-bits, counts and per-edge meters as on the local engine.
+driver runs :func:`~fedopt.engine.events_driver.drive_events`, the one event driver the
+local runner calls too: it only asks for the next block and gathers the iterates at
+evaluations, so a run gives the same bits, counts and per-edge meters as on the local
+engine. Checkpoints hold every actor's snapshot; a run resumes on as many actors (dead
+actors are not restarted: ``engine.max_restarts`` is refused at compile time).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedopt.engine.events_local import drive_events
+from fedopt.engine.events_driver import drive_events
 from fedopt.engine.events_worker import EventWorker, StepResult, build_event_oracle
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
@@ -88,9 +90,15 @@ class EventActor:
         m = self.worker.meter
         return m.edge_messages, m.edge_bytes
 
+    def snapshot(self) -> dict[str, Any]:
+        return self.worker.snapshot()
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.worker.restore(snap)
+
 
 class RayEventGroup:
-    """The driver's view of the event actors (see ``events_local.EventGroup``)."""
+    """The driver's view of the event actors (an ``events_driver.EventGroup``)."""
 
     def __init__(self, group: RayGroup, n: int) -> None:
         self.group = group
@@ -118,12 +126,21 @@ class RayEventGroup:
     def derived_constants(self) -> dict[str, Any]:
         return self.group.derived_constants()
 
+    def snapshot(self) -> list[dict[str, Any]]:
+        return self.group.call("snapshot", what="checkpoint")
+
+    def restore(self, snaps: list[dict[str, Any]]) -> None:
+        self.group.restore(snaps)
+
 
 def run_ray_events(
     plan: Plan,
     on_record: Callable[[dict[str, Any]], None] = lambda r: None,
     on_round: Callable[[int], None] = lambda t: None,
     meter_enabled: bool = True,
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    on_restore: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> EngineOutput:
     """Run an event-schedule ``plan`` on Ray actors; same results as the local engine."""
     import ray
@@ -148,7 +165,14 @@ def run_ray_events(
         group.call("set_peers", actors, what="start-up")
         oracle = build_event_oracle(plan)  # the driver evaluates the gathered iterates
         result = drive_events(
-            plan, RayEventGroup(group, plan.topology.n), oracle, on_record, on_round
+            plan,
+            RayEventGroup(group, plan.topology.n),
+            oracle,
+            on_record,
+            on_round,
+            resume=resume,
+            on_checkpoint=on_checkpoint,
+            on_restore=on_restore,
         )
         edges = group.call("meter_edges")
         return EngineOutput(

@@ -1,0 +1,183 @@
+"""The one driver of the event schedule: Poisson clocks driving an event algorithm.
+
+Every worker (:class:`~fedopt.engine.events_worker.EventWorker`) regenerates the same
+seeded stream and applies each block of ``engine.event_block`` events exactly, level by
+level. The driver only says "next block" (with the ``stop.sim_time_s`` cut), sums the
+workers' counts, and evaluates at block ends every ``eval.every`` blocks (or, with
+``eval.every_time_s``, exactly at every multiple of that simulated time: blocks are cut
+there), where the other stop rules are checked too. Every gossip event is metered as two
+messages (``y + z`` each way) on the directed edges.
+
+:func:`drive_events` runs over any :class:`EventGroup`: the local runner
+(:mod:`fedopt.engine.events_local`, one in-process worker) and the Ray runner
+(:mod:`fedopt.engine.ray_engine.events`, one worker per actor) both call it, and neither
+imports the other.
+
+Checkpoints: with ``output.checkpoint_every = k`` the driver hands a checkpoint to
+``on_checkpoint`` after every ``k``-th event block (the ``round`` of an event run's
+records counts blocks); ``resume`` continues from one with the same results as an
+uninterrupted run (the stream, the pending rest of a cut block, node states, meters and
+counts are all restored).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from fedopt.engine.driver import RunResult, mark_nonfinite
+from fedopt.engine.events_worker import StepResult
+from fedopt.engine.plan import Plan
+from fedopt.network.meter import MeterTotals
+from fedopt.problems.base import Oracle
+
+
+class EventGroup(Protocol):
+    """The workers of an event run, as the driver sees them."""
+
+    def step(self, until_time: float | None) -> list[StepResult]: ...
+
+    def x(self) -> torch.Tensor: ...
+
+    def meter_totals(self) -> MeterTotals: ...
+
+    def derived_constants(self) -> dict[str, Any]: ...
+
+    def snapshot(self) -> list[dict[str, Any]]: ...
+
+    def restore(self, snaps: list[dict[str, Any]]) -> None: ...
+
+
+def drive_events(
+    plan: Plan,
+    group: EventGroup,
+    oracle: Oracle,
+    on_record: Callable[[dict[str, Any]], None],
+    on_round: Callable[[int], None],
+    resume: dict[str, Any] | None = None,
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    on_restore: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> RunResult:
+    """Step the workers block by block until a stop rule holds; record metrics.
+
+    With ``output.checkpoint_every`` the workers' snapshots, the counts and the records
+    so far go to ``on_checkpoint`` every that many blocks; ``resume`` (such a
+    checkpoint) restores them and continues. ``on_restore`` receives the records kept
+    from the checkpoint (default: replayed through ``on_record``).
+    """
+    cfg = plan.config
+    stop = cfg.stop
+    n = plan.topology.n
+    rows = torch.arange(n)
+    stats = oracle.optimum_stats()
+    x_star = stats.solve() if stats is not None else None
+    x0 = group.x()
+    d0 = float(((x0 - x_star) ** 2).sum(1).mean()) if x_star is not None else None
+
+    counts = {"events": 0, "gradients": 0, "communications": 0}
+    records: list[dict[str, Any]] = []
+    wall0 = time.perf_counter()
+    sim_time = 0.0
+
+    def record(blocks: int) -> dict[str, Any]:
+        x = group.x()
+        totals = group.meter_totals()
+        xbar = x.mean(0)
+        xo = xbar.to(getattr(oracle, "dtype", torch.float32))
+        values = oracle.value(xo.unsqueeze(0).expand(n, -1), rows)
+        rec: dict[str, Any] = {
+            "round": blocks,
+            "sim_time_s": sim_time,
+            "wall_time_s": time.perf_counter() - wall0,
+            "loss": float((values * oracle.weights.double()).sum()),
+            "consensus_distance": float(((x - xbar) ** 2).sum(1).mean()),
+            "events_total": counts["events"],
+            "gradients_total": counts["gradients"],
+            "communications_total": counts["communications"],
+            "messages_total": totals.messages,
+            "bytes_total": totals.bytes,
+        }
+        if x_star is not None:
+            rec["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
+            rec["relative_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean()) / d0
+        mark_nonfinite(rec, rows, x)
+        records.append(rec)
+        on_record(rec)
+        return rec
+
+    blocks, reason = 0, "events"
+    tick = cfg.eval.every_time_s
+    next_tick = tick
+    every_ckpt = cfg.output.checkpoint_every
+    if resume is not None:
+        group.restore(resume["workers"])
+        records.extend(resume["records"])
+        blocks, sim_time = int(resume["round"]), float(resume["sim_time"])
+        counts.update(resume["counts"])
+        next_tick = resume["next_tick"]
+        if on_restore is not None:
+            on_restore(list(records))
+        else:
+            for rec in records:
+                on_record(rec)
+    else:
+        record(0)
+    while True:
+        limits = [v for v in (stop.sim_time_s, next_tick) if v is not None]
+        limit = min(limits) if limits else None
+        steps = group.step(limit)
+        first = steps[0]
+        counts["events"] += first.events
+        counts["gradients"] += sum(s.gradients for s in steps)
+        counts["communications"] += sum(s.communications for s in steps)
+        blocks += 1
+        sim_time = float(limit) if first.cut and limit is not None else first.end_time
+        on_round(blocks)
+        done = "sim_time" if first.cut and limit == stop.sim_time_s else None
+        at_tick = first.cut and next_tick is not None and limit == next_tick
+        if at_tick:
+            next_tick = float(next_tick) + float(tick or 0)
+        for key in ("events", "gradients", "communications"):
+            limit_count = getattr(stop, key)
+            if done is None and limit_count is not None and counts[key] >= limit_count:
+                done = key
+        every_blocks = tick is None and blocks % cfg.eval.every == 0
+        if done is not None or at_tick or every_blocks:
+            rec = record(blocks)
+            if done is None and stop.target_loss is not None and rec["loss"] <= stop.target_loss:
+                done = "target_loss"
+            target = stop.target_distance
+            if done is None and target is not None and rec.get("relative_sq_distance", 1) <= target:
+                done = "target_distance"
+        if done is not None:
+            reason = done
+            break
+        if on_checkpoint is not None and every_ckpt and blocks % every_ckpt == 0:
+            on_checkpoint(
+                {
+                    "schedule": "events",
+                    "round": blocks,
+                    "sim_time": sim_time,
+                    "counts": dict(counts),
+                    "next_tick": next_tick,
+                    "records": list(records),
+                    "workers": group.snapshot(),
+                }
+            )
+    x = group.x()
+    return RunResult(
+        records=records,
+        rounds=blocks,
+        sim_time_s=sim_time,
+        wall_time_s=time.perf_counter() - wall0,
+        stop_reason=reason,
+        final_ids=rows,
+        final_params=x.clone(),
+        final_model=x.mean(0),
+        x_star=x_star,
+        totals=group.meter_totals(),
+        derived=group.derived_constants(),
+    )
