@@ -65,7 +65,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import time_varying_graphs, worker_curvature
+from fedopt.algorithms.facts import time_varying_graphs, worker_curvature
 from fedopt.algorithms.laplacian_gossip import (
     LaplacianMember,
     scaled,

@@ -61,7 +61,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import worker_curvature
+from fedopt.algorithms.facts import worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
 from fedopt.problems import PROBLEMS
