@@ -11,7 +11,8 @@ its own state record (checkpointed and pickled with it)::
     x[rows] -= step                               # or x[rows] - step for a half step
 
 ``update`` returns the step ``s`` of ``x <- x - s`` for the given rows (local indices
-into the ``k`` rows; ``None`` for all of them) and never touches ``x``. ``reset`` says
+into the ``k`` rows; ``None`` for all of them) and never touches ``x``. The optimizer
+reads and writes only its :attr:`~Optimizer.state_keys` of the record. ``reset`` says
 when the state restarts: ``"never"`` (kept across rounds, as the robust peer-to-peer
 family's momentum) or ``"round"`` (a client's optimizer that starts afresh each round:
 the algorithm calls :meth:`Optimizer.start_round`).
@@ -58,6 +59,11 @@ class Optimizer(ABC):
         if self.reset not in ("round", "never"):
             raise ValueError(f"reset: must be 'round' or 'never', got {self.reset!r}")
 
+    @property
+    def state_keys(self) -> tuple[str, ...]:
+        """The keys of the state record this optimizer owns (``init`` creates them)."""
+        return tuple(self.init(0, 0, torch.float64, torch.device("cpu")))
+
     @abstractmethod
     def init(self, k: int, dim: int, dtype: torch.dtype, device: torch.device) -> OptState:
         """Fresh state for ``k`` nodes of ``dim`` parameters (an empty dict if stateless)."""
@@ -73,10 +79,13 @@ class Optimizer(ABC):
         """
 
     def start_round(self, state: OptState) -> None:
-        """Zero the state in place when ``reset == "round"`` (no-op otherwise)."""
+        """Zero this optimizer's state in place when ``reset == "round"`` (else no-op).
+
+        ``state`` may be the algorithm's whole record: only :attr:`state_keys` are reset.
+        """
         if self.reset == "round":
-            for value in state.values():
-                value.zero_()
+            for key in self.state_keys:
+                state[key].zero_()
 
 
 def _rows(state: Tensor, rows: Tensor | None) -> Tensor:

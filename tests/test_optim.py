@@ -111,12 +111,18 @@ def test_reset_round_zeroes_the_state_and_never_keeps_it() -> None:
     g = grads_of(X0, 0)
     for reset, kept in (("round", False), ("never", True)):
         opt = Adam(reset=reset)
-        state = opt.init(K, DIM, torch.float64, torch.device("cpu"))
+        state = {"x": X0.clone(), **opt.init(K, DIM, torch.float64, torch.device("cpu"))}
         first = opt.update(state, g, 0.1)
         opt.start_round(state)
         assert bool(state["step"].eq(1).all()) is kept
+        assert torch.equal(state["x"], X0)  # the algorithm's own keys are left alone
         second = opt.update(state, g, 0.1)
         assert torch.equal(first, second) is not kept  # a fresh state repeats step one
+
+
+def test_state_keys() -> None:
+    assert Adam().state_keys == ("m", "v", "step")
+    assert SGD(momentum=0.9).state_keys == ("m",) and SGD().state_keys == ()
 
 
 @pytest.mark.parametrize(
