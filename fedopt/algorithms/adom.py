@@ -64,7 +64,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import curvature_facts, time_varying_graphs, worker_curvature
+from fedopt.algorithms.facts import curvature_facts, time_varying_graphs, worker_curvature
 from fedopt.algorithms.laplacian_gossip import (
     LaplacianMember,
     scaled,

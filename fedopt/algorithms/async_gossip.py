@@ -15,7 +15,7 @@ from pydantic import Field
 
 from fedopt import rng
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
-from fedopt.algorithms.dadao import graph_chi, time_varying_graphs
+from fedopt.algorithms.facts import graph_chi, time_varying_graphs
 from fedopt.events.gossip import GossipNodes
 from fedopt.events.stream import edge_rate_attribute
 

@@ -122,7 +122,8 @@ class WorkerContext:
     seed
         Experiment seed.
     chunk_size
-        Nodes processed together in cache-sized chunks by hot loops.
+        Nodes processed together in cache-sized chunks by hot loops (``engine.chunk_size``:
+        performance only, results must not depend on it).
     num_nodes
         Total number of nodes in the experiment.
     device, dtype

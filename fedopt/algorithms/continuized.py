@@ -25,7 +25,7 @@ import torch
 from pydantic import Field
 
 from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
-from fedopt.algorithms.dadao import curvature_facts, plan_curvature
+from fedopt.algorithms.facts import curvature_facts, plan_curvature
 from fedopt.errors import ConfigError
 from fedopt.events.continuized import ContinuizedConstants, ContinuizedNodes, laplacian_resistances
 from fedopt.events.simulate import edge_arrays

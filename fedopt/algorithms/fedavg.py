@@ -10,16 +10,21 @@ Round ``t``:
    ``w_k <- w_k - lr * g_k(w_k)``;
 4. each sends back ``w_k`` and, with sample weighting, its sample count ``n_k``
    (``m`` messages of ``dim`` (+1) floats);
-5. the server sets ``w <- w + server_lr * (sum_k n_k w_k / sum_k n_k - w)``
-   (``n_k = 1`` with uniform weighting).
+5. the server applies its ``aggregator`` (any rule of :mod:`fedopt.robust.aggregators`).
 
-With a robust ``aggregator`` (any rule of :mod:`fedopt.robust.aggregators`: median,
-trimmed mean, geometric median, Krum, multi-Krum, centered clipping, ...) or Byzantine
-clients (the ``byzantine`` section), step 5 becomes
+With the default ``mean`` and no Byzantine clients, the mean is summed on the way
+(each client's message is its model and, with sample weighting, its count ``n_k``)::
+
+    w <- w + server_lr * (sum_k n_k w_k / sum_k n_k - w)     (n_k = 1: uniform weighting)
+
+With any other rule (median, trimmed mean, geometric median, Krum, multi-Krum, centered
+clipping, ...) or Byzantine clients (the ``byzantine`` section), the server gathers the
+updates ``w_k - w`` and applies the rule to them, unweighted::
 
     w <- w + server_lr * Agg_f({w_k - w} over the updates received)
 
-(unweighted; each client sends its update ``w_k - w``). Byzantine clients hold no data;
+Which path runs is the rule's property (:attr:`Aggregator.summable`), not a flag of
+FedAvg. Byzantine clients hold no data;
 the sampled ones send what their attack makes of the honest updates of the round
 (omniscient, kind ``byzantine``), so attacks act on updates (pseudo-gradients).
 
@@ -59,7 +64,7 @@ class FedAvgConfig(AlgorithmConfig):
     client_fraction: float = Field(1.0, gt=0, le=1, description="fraction C sampled per round")
     weighting: Literal["samples", "uniform"] = Field("samples", description="aggregation weights")
     server_lr: float = Field(1.0, gt=0, description="server step on the averaged update")
-    aggregator: str = Field("mean", description="server rule on the updates (robust or mean)")
+    aggregator: str = Field("mean", description="server rule on the updates (mean or robust)")
     aggregator_params: dict[str, Number] = Field(
         default_factory=dict, description="the rule's hyperparameters (e.g. tau, m_keep)"
     )
@@ -107,10 +112,10 @@ class FedAvg(Algorithm):
                 "byzantine.attack: label_flip acts on peer-to-peer models; use it with a "
                 "robust peer-to-peer algorithm (monna, nna, ...), not fedavg"
             )
-        if config.aggregator == "mean" and f_actual == 0:
-            return
         f = config.f if config.f is not None else f_actual
         rule = make_aggregator(config.aggregator, f=f, **config.aggregator_params)
+        if rule.summable and f_actual == 0:
+            return  # summed on the way: any number of updates will do
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
         m = cls._sampled_count(config, clients)
         try:
@@ -125,17 +130,16 @@ class FedAvg(Algorithm):
         super().__init__(config, ctx)
         if ctx.server_id is None or ctx.clients is None:
             raise ValueError("fedavg needs a topology with a server and clients")
-        self.robust = config.aggregator != "mean" or ctx.byzantine is not None
-        self.rule = None
         self.attack = None
         self.byzantine = torch.zeros(0, dtype=torch.int64)
-        if self.robust:
-            byz = ctx.byzantine
-            if byz is not None:
-                self.byzantine = torch.tensor(byz.ids(ctx.num_nodes), dtype=torch.int64)
-                self.attack = make_attack(byz.attack.name, **byz.attack.params())
-            f = config.f if config.f is not None else len(self.byzantine)
-            self.rule = make_aggregator(config.aggregator, f=f, **config.aggregator_params)
+        byz = ctx.byzantine
+        if byz is not None:
+            self.byzantine = torch.tensor(byz.ids(ctx.num_nodes), dtype=torch.int64)
+            self.attack = make_attack(byz.attack.name, **byz.attack.params())
+        f = config.f if config.f is not None else len(self.byzantine)
+        self.rule = make_aggregator(config.aggregator, f=f, **config.aggregator_params)
+        # the mean without adversaries is summed on the way; other rules gather the updates
+        self.summed = self.rule.summable and byz is None
         servers = [int(ctx.hosted[i]) for i in ctx.hosted_with_role("server")]
         self.server = servers[0] if servers else None  # hosted here?
         self.server_id = ctx.server_id
@@ -144,15 +148,14 @@ class FedAvg(Algorithm):
         self._buf: torch.Tensor | None = None
 
     def derived_constants(self) -> dict[str, Constant]:
-        """Clients sampled per round; with a robust server, the rule, its f and parameters."""
+        """Clients sampled per round; the server's rule, its f and parameters."""
         clients = len(self.client_ids)
         out: dict[str, Constant] = {
             "clients": clients,
             "sampled_clients": self._sampled_count(self.config, clients),
             "byzantine": len(self.byzantine),
         }
-        if self.rule is not None:
-            out.update(rule_constants(self.rule))
+        out.update(rule_constants(self.rule))
         return out
 
     def init_state(self) -> State:
@@ -170,8 +173,8 @@ class FedAvg(Algorithm):
         w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
         w = w.reshape(-1)
         d = w.numel()
-        if self.robust:
-            self._robust_round(state, t, w, sampled, mine)
+        if not self.summed:
+            self._gathered_round(state, t, w, sampled, mine)
             return
         rows = ctx.data_rows[mine]
         by_samples = cfg.weighting == "samples"
@@ -222,10 +225,10 @@ class FedAvg(Algorithm):
                 ctx.oracle.sgd_step_(chunk, rows[a:e], t * cfg.local_steps + s, cfg.lr)
         return models
 
-    def _robust_round(
+    def _gathered_round(
         self, state: State, t: int, w: torch.Tensor, sampled: torch.Tensor, mine: torch.Tensor
     ) -> None:
-        """Updates ``w_k - w`` gathered row by row; the server applies its robust rule."""
+        """Updates ``w_k - w`` gathered row by row; the server applies its rule to them."""
         cfg, ctx = self.config, self.ctx
         honest = mine[ctx.data_rows[mine] >= 0]
         models = self._train(w, ctx.data_rows[honest], t)
@@ -239,7 +242,6 @@ class FedAvg(Algorithm):
             ctx.comm.forged(byz, torch.full_like(byz, self.server_id), "byzantine", w)
         if len(updates) == 0:
             return
-        assert self.rule is not None
         received = updates
         if len(byz) and self.attack is not None:
             drift = make_drift(self.rule, updates, len(byz)) if self.attack.needs_drift else None

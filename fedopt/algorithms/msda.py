@@ -60,7 +60,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.dadao import curvature_facts, worker_curvature
+from fedopt.algorithms.facts import curvature_facts, worker_curvature
 from fedopt.algorithms.laplacian_gossip import LaplacianMember, shifted, topology_members
 from fedopt.errors import ConfigError
 from fedopt.problems.capabilities import Capability

@@ -38,6 +38,7 @@ from fedopt import rng
 from fedopt.algorithms.base import Algorithm, AlgorithmConfig, Constant, State, WorkerContext
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
+from fedopt.optim import SGD
 from fedopt.robust import make_aggregator, make_attack, make_drift
 from fedopt.robust.aggregators import Aggregator, rule_constants
 
@@ -163,6 +164,8 @@ class RobustP2P(Algorithm):
         self.rule: Aggregator = make_aggregator(
             self.aggregator, f=self.f, **self.aggregator_params(config)
         )
+        beta = config.momentum
+        self.optimizer = SGD(momentum=beta, dampening=beta)  # the EMA m <- b m + (1 - b) g
         self.attack = None
         if ctx.byzantine is not None and f_actual:
             spec = ctx.byzantine.attack
@@ -186,7 +189,11 @@ class RobustP2P(Algorithm):
 
     # -- state ----------------------------------------------------------------------
     def init_state(self) -> State:
-        """Every honest node starts from data rank 0's initial draw; momentum at 0."""
+        """Every honest node starts from data rank 0's initial draw; momentum at 0.
+
+        The momentum buffer ``m`` (``[k, dim]``, kept across rounds) exists only when
+        ``momentum > 0``.
+        """
         ctx = self.ctx
         k = len(ctx.hosted)
         init = ctx.initial_params(0) if ctx.initial_params is not None else None
@@ -194,7 +201,7 @@ class RobustP2P(Algorithm):
         x = torch.zeros((k, dim), dtype=ctx.dtype, device=ctx.device)
         if init is not None:
             x[self.honest_local] = init.to(device=ctx.device, dtype=ctx.dtype)
-        return {"x": x, "m": torch.zeros_like(x)}
+        return {"x": x, **self.optimizer.init(k, dim, ctx.dtype, ctx.device)}
 
     def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ctx.hosted[self.honest_local], state["x"][self.honest_local]
@@ -217,12 +224,9 @@ class RobustP2P(Algorithm):
     def half_step(self, state: State, t: int, lr: float) -> torch.Tensor:
         """Momentum update and local half step of the hosted honest nodes."""
         hl = self.honest_local
-        X, M = state["x"][hl], state["m"][hl]
-        beta = self.config.momentum
+        X = state["x"][hl]
         g = self.gradients(X, t)
-        M = g if beta == 0 else M.mul_(beta).add_(g, alpha=1 - beta)
-        state["m"][hl] = M
-        return X - lr * M
+        return X - self.optimizer.update(state, g, lr, rows=hl)
 
     def round(self, state: State, t: int) -> None:
         ctx = self.ctx

@@ -97,6 +97,14 @@ class EngineConfig(Section):
 
     ``local`` runs every node in this process. ``ray`` runs workers as Ray actors, each
     hosting a shard of nodes as node-batched tensors; results are identical.
+
+    ``reduce_block`` is part of the experiment's arithmetic: every canonical sum
+    (:mod:`fedopt.engine.reduce`: a server's weighted aggregate, the average model
+    ``x_bar`` of the metrics) adds its rows in blocks of that many positions, so changing
+    it may change the last bits of the results (never the placement: local and Ray agree
+    for any value). ``chunk_size`` only sets how many nodes hot loops process together;
+    results do not depend on it. Until both existed, ``chunk_size`` also set the reduction
+    block; the default of both (1024) keeps earlier results.
     """
 
     kind: Literal["local", "ray"] = Field("local", description="execution engine")
@@ -104,7 +112,16 @@ class EngineConfig(Section):
         None, ge=1, le=65536, description="torch threads (default: usable cores)"
     )
     chunk_size: int = Field(
-        1024, ge=1, le=COUNT_MAX, description="nodes per cache-sized chunk in hot loops"
+        1024,
+        ge=1,
+        le=COUNT_MAX,
+        description="nodes per cache-sized chunk in hot loops (performance only, same results)",
+    )
+    reduce_block: int = Field(
+        1024,
+        ge=1,
+        le=COUNT_MAX,
+        description="rows per block of every canonical sum (defines the bits of the results)",
     )
     device: Literal["cpu", "cuda", "auto"] = Field("cpu", description="where node tensors live")
     event_block: int = Field(

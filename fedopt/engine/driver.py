@@ -184,7 +184,7 @@ def run_schedule(
     """
     cfg = plan.config
     stop = cfg.stop
-    block = cfg.engine.chunk_size
+    block = cfg.engine.reduce_block  # the canonical sums' block (defines the bits)
     max_rounds = stop.rounds if stop.rounds is not None else 2**62
     records: list[dict[str, Any]] = []
     sim_time = 0.0

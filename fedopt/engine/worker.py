@@ -96,7 +96,7 @@ class Worker:
             self.meter,
             self.oracle_dtype(),
             device,
-            cfg.engine.chunk_size,
+            cfg.engine.reduce_block,
         )
         self.ctx = WorkerContext(
             hosted=self.hosted,

@@ -71,6 +71,10 @@ class Aggregator(ABC):
     """True when the result depends on the pivot (the receiver's own reference point)."""
     needs_pivot: ClassVar[bool] = False
     """True when a pivot must be given."""
+    summable: ClassVar[bool] = False
+    """True when the rule is a (weighted) mean of its inputs, so a server may receive
+    canonical partial sums (:func:`~fedopt.engine.reduce.block_partials`) instead of every
+    vector: FedAvg's streaming path."""
 
     def __post_init__(self) -> None:
         _int_at_least(self.f, 0, "f", "give the number of Byzantine inputs to tolerate.")
@@ -245,8 +249,11 @@ def sort_received(V: Tensor) -> Tensor:
 class Mean(Aggregator):
     """Plain average of the received vectors (not robust; ``f`` is ignored).
 
-    Used for D-SGD (``f = 0``) and for the "averaging under attack" reference curve.
+    Used for D-SGD (``f = 0``), for FedAvg's server (summed, with sample weights, when
+    no client is Byzantine) and for the "averaging under attack" reference curve.
     """
+
+    summable: ClassVar[bool] = True
 
     def min_inputs(self, f: int) -> int:
         return 1

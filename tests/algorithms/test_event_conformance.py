@@ -1,6 +1,7 @@
 """Generic checks for event-schedule algorithms (Poisson clocks), run from YAML dicts.
 
-Adding an event algorithm = adding one entry to ``EVENT_ENTRIES``.
+Driven by ``tests/algorithm_info.py``: adding an event algorithm = adding one
+:class:`~algorithm_info.AlgorithmInfo` with ``schedule="events"`` there.
 """
 
 import copy
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import experiment
+from algorithm_info import EVENT_INFOS
 
 from fedopt.algorithms import ALGORITHMS
 from fedopt.config import validate
@@ -18,65 +19,26 @@ from fedopt.engine.compile import compile_plan
 from fedopt.errors import ConfigError
 from fedopt.run import execute, run_experiment
 
-LSQ = {
-    "name": "least_squares",
-    "dim": 5,
-    "samples_per_node": 50,
-    "noise": 0.5,
-    "heterogeneity": 3.0,
-    "dtype": "float64",
-}
-EVENT_ENTRIES = {
-    "dadao": dict(
-        raw=experiment(
-            topology={"name": "ring", "n": 8},
-            algorithm={"name": "dadao"},
-            problem=LSQ,
-            stop={"sim_time_s": 400.0},
-            engine={"threads": 1, "event_block": 512},
-        ),
-        tol=1e-10,
-    ),
-    # constant step on heterogeneous data: converges to a neighbourhood of x* only
-    "async_gossip_sgd": dict(
-        raw=experiment(
-            topology={"name": "ring", "n": 8},
-            algorithm={"name": "async_gossip_sgd", "lr": 0.05},
-            problem={**LSQ, "batch_size": 8},
-            stop={"sim_time_s": 400.0},
-            engine={"threads": 1, "event_block": 512},
-        ),
-        tol=0.2,
-    ),
-    # dual method: 2 dual gradients per edge event, edge rate n/2 (8 gradients per time unit)
-    "continuized": dict(
-        raw=experiment(
-            topology={"name": "ring", "n": 8},
-            algorithm={"name": "continuized"},
-            problem=LSQ,
-            stop={"sim_time_s": 400.0},
-            engine={"threads": 1, "event_block": 512},
-        ),
-        tol=1e-20,
-    ),
-}
+INFOS = {info.name: info for info in EVENT_INFOS}
+DADAO = INFOS["dadao"]
 
 
 def test_every_event_algorithm_has_an_entry() -> None:
     events = {name for name, algo in ALGORITHMS.items() if algo.schedule == "events"}
-    assert events == set(EVENT_ENTRIES)
+    assert events == set(INFOS)
 
 
 def run(raw: dict):
     return execute(compile_plan(validate(raw)))
 
 
-@pytest.mark.parametrize("name", sorted(EVENT_ENTRIES))
+@pytest.mark.parametrize("name", sorted(INFOS))
 def test_event_algorithm_converges_meters_exactly_and_is_deterministic(name: str) -> None:
-    raw = EVENT_ENTRIES[name]["raw"]
+    info = INFOS[name]
+    raw = info.raw
     a, b = run(raw), run(raw)
     last = a.result.records[-1]
-    assert last["relative_sq_distance"] < EVENT_ENTRIES[name]["tol"]
+    assert last[info.metric] < info.tol
     assert a.result.sim_time_s == 400.0 and a.result.stop_reason == "sim_time"
     # every gossip event is two messages of y+z (dim float64) plus the header
     assert a.result.totals.messages == 2 * last["communications_total"]
@@ -90,7 +52,7 @@ def test_event_algorithm_converges_meters_exactly_and_is_deterministic(name: str
 
 
 def test_summary_reports_gradient_and_communication_totals(tmp_path: Path) -> None:
-    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw = copy.deepcopy(DADAO.raw)
     raw["stop"] = {"events": 2000}
     out = run_experiment(validate(raw), out_dir=tmp_path / "r", progress=False)
     summary = json.loads((out / "summary.json").read_text())
@@ -100,7 +62,7 @@ def test_summary_reports_gradient_and_communication_totals(tmp_path: Path) -> No
 
 
 def error_of(**changes: object) -> str:
-    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw = copy.deepcopy(DADAO.raw)
     raw.update(changes)
     with pytest.raises(ConfigError) as info:
         run(raw)
@@ -124,11 +86,11 @@ def test_event_stop_rule_needed_and_other_limits() -> None:
     msg = error_of(topology={"name": "one_peer_exponential", "n": 8})
     assert "needs a sequence of connected graphs" in msg and "random_geometric_sequence" in msg
     with pytest.raises(ConfigError, match=r"algorithm\.lambda_mix"):
-        validate({**EVENT_ENTRIES["dadao"]["raw"], "algorithm": {"name": "dadao", "lambda_mix": 0}})
+        validate({**DADAO.raw, "algorithm": {"name": "dadao", "lambda_mix": 0}})
 
 
 def test_rate_below_threshold_warns_and_fails_to_converge() -> None:
-    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw = copy.deepcopy(DADAO.raw)
     raw["algorithm"] = {"name": "dadao", "lambda_mix": 0.5 * 9.7774}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -138,7 +100,7 @@ def test_rate_below_threshold_warns_and_fails_to_converge() -> None:
 
 
 def test_dadao_on_a_time_varying_sequence_of_connected_graphs() -> None:
-    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw = copy.deepcopy(DADAO.raw)
     raw["topology"] = {
         "name": "random_geometric_sequence",
         "n": 16,
@@ -152,7 +114,7 @@ def test_dadao_on_a_time_varying_sequence_of_connected_graphs() -> None:
 
 
 def test_records_at_every_time_tick_leave_the_run_unchanged() -> None:
-    raw = copy.deepcopy(EVENT_ENTRIES["dadao"]["raw"])
+    raw = copy.deepcopy(DADAO.raw)
     raw["stop"] = {"sim_time_s": 100.0}
     plain = run(raw)
     raw["eval"] = {"every_time_s": 12.5}

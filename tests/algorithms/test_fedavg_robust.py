@@ -79,6 +79,8 @@ def test_messages_by_kind() -> None:
         ),
         (fed("nope", None), "nope"),
         (fed("median", None, tau=1.0), "tau"),
+        # the mean is a rule like the others: its parameters are checked too
+        (fed("mean", None, tau=1.0), "mean has no parameter 'tau'"),
     ],
 )
 def test_bad_server_rules_are_refused(raw: dict, match: str) -> None:
@@ -87,6 +89,19 @@ def test_bad_server_rules_are_refused(raw: dict, match: str) -> None:
         raw["algorithm"]["f"] = raw["algorithm"]["aggregator_params"].pop("f")
     with pytest.raises(ConfigError, match=match):
         compile_plan(validate(raw))
+
+
+def test_the_mean_is_summed_without_adversaries_and_gathered_under_attack() -> None:
+    """One aggregator choice: the rule's ``summable`` picks the path, not the rule's name."""
+    plain, attacked = fed("mean", None, rounds=3), fed("mean", "sign_flip", rounds=3)
+    for raw, summed, kinds in ((plain, True, {"model", "update"}), (attacked, False, None)):
+        _, result, worker = run(raw)
+        algo = worker.algorithm
+        assert algo.rule.name == "mean" and algo.rule.summable and algo.summed is summed
+        assert kinds is None or set(result.totals.by_kind) == kinds
+    assert set(result.totals.by_kind) == {"model", "update", "byzantine"}
+    _, _, worker = run(fed("trimmed_mean", None, rounds=1))
+    assert not worker.algorithm.rule.summable and not worker.algorithm.summed
 
 
 def _refusal(raw: dict) -> str:

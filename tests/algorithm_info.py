@@ -1,0 +1,303 @@
+"""The algorithm database: one typed record per registered algorithm.
+
+Every generic algorithm test is driven from :data:`ALGORITHM_INFOS` (in the spirit of
+torch's ``OptimizerInfo``): the round conformance suite (shapes, pickling, bitwise
+determinism, metered counts, convergence), the event conformance suite, the Ray
+identity test and the bad-input tests. Adding an algorithm = adding one
+:class:`AlgorithmInfo`; ``test_every_*_algorithm_has_an_entry`` fails without it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from helpers import experiment
+
+from fedopt.config import apply_overrides
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """An experiment the compiler must refuse, and what its message must say.
+
+    ``sections`` replace whole sections of the entry's experiment, then ``overrides``
+    (``--set`` strings, ``"algorithm.lr=0"``) apply; the
+    :class:`~fedopt.errors.ConfigError` must contain every fragment of ``match``.
+    ``stage`` is where it is refused: ``"compile"`` (``fedopt validate`` refuses it too)
+    or ``"run"`` (only once the run starts: a gap to close, kept visible here).
+    """
+
+    overrides: tuple[str, ...]
+    match: tuple[str, ...]
+    id: str
+    sections: dict[str, Any] = field(default_factory=dict)
+    stage: Literal["compile", "run"] = "compile"
+
+
+@dataclass(frozen=True)
+class AlgorithmInfo:
+    """What the generic tests need to know about one algorithm.
+
+    Attributes
+    ----------
+    name
+        The registered name (``algorithm.name``).
+    raw
+        A small experiment (YAML as a dict) on which it converges.
+    tol
+        Bound on the final ``metric`` of ``raw``.
+    schedule
+        ``"rounds"`` or ``"events"`` (which conformance suite runs it).
+    metric
+        The record field compared with ``tol``.
+    floats
+        Payload floats per message kind (default: ``dim`` or ``dim + 1``).
+    ray_identical
+        Checked bit for bit against the Ray engine on 2 actors.
+    ray_slow
+        The Ray identity check runs only with ``-m slow``: each costs two actor starts
+        (~30 s on a loaded 2-core machine). The default suite keeps :data:`RAY_FAST`
+        (``test_the_default_suite_keeps_a_handful_of_algorithms_on_ray`` checks it).
+    bad_inputs
+        Inputs the compiler must refuse with a message naming the field and the fix;
+        every algorithm also gets :data:`GENERIC_BAD_INPUTS`.
+    """
+
+    name: str
+    raw: dict[str, Any]
+    tol: float
+    schedule: Literal["rounds", "events"] = "rounds"
+    metric: str = "distance_to_opt"
+    floats: tuple[int, ...] | None = None
+    ray_identical: bool = True
+    ray_slow: bool = True
+    bad_inputs: tuple[BadInput, ...] = field(default_factory=tuple)
+
+    def bad_raw(self, bad: BadInput) -> dict[str, Any]:
+        """A deep copy of ``raw`` with the bad input's sections and overrides applied."""
+        raw = copy.deepcopy(self.raw)
+        raw.update(copy.deepcopy(bad.sections))
+        return apply_overrides(raw, list(bad.overrides))
+
+    def short(self, rounds: int = 3) -> dict[str, Any]:
+        """``raw`` cut to a few rounds (or a short simulated time) with records each step."""
+        raw = copy.deepcopy(self.raw)
+        if self.schedule == "rounds":
+            raw["stop"], raw["eval"] = {"rounds": rounds}, {"every": 1}
+        else:
+            raw["stop"], raw["eval"] = {"sim_time_s": 5.0 * rounds}, {"every": 1}
+        return raw
+
+
+GENERIC_BAD_INPUTS = (
+    BadInput(("algorithm.no_such_knob=1",), ("algorithm.no_such_knob", "unknown key"), "extra"),
+)
+
+
+def bad(overrides: str | tuple[str, ...], *match: str, id: str, **kw: Any) -> BadInput:
+    """A :class:`BadInput` from one override (or several) and the message fragments."""
+    return BadInput((overrides,) if isinstance(overrides, str) else overrides, match, id, **kw)
+
+
+# Ray identity in the default suite: one per family that no other Ray test covers (the
+# server's summed mean split over actors, two robust exchanges, an iterative rule, a
+# dual event method); dsgd, ADOM+, MSDA, MoNNA, DADAO and async gossip have Ray tests
+RAY_FAST = frozenset({"fedavg", "learn", "mogm", "continuized"})
+
+QUAD = {"name": "quadratic", "dim": 6, "mu": 0.5, "L": 2.0, "dtype": "float64"}
+LSQ = {
+    "name": "least_squares",
+    "dim": 6,
+    "samples_per_node": 50,
+    "heterogeneity": 3.0,
+    "noise": 0.5,
+    "dtype": "float64",
+}
+EVENT_LSQ = {**LSQ, "dim": 5}
+LOGISTIC = {"name": "logistic", "dim": 4, "samples_per_node": 20}
+
+ROUND_INFOS = [
+    AlgorithmInfo(
+        "dsgd",
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "dsgd", "lr": 0.3, "lr_decay": 0.05},
+            problem=QUAD,
+            stop={"rounds": 1500},
+            eval={"every": 1500},
+        ),
+        tol=5e-3,
+        bad_inputs=(
+            bad("algorithm.lr=-0.5", "algorithm.lr", "-0.5", id="negative-lr"),
+            bad(
+                ("topology.name=barabasi_albert", "topology.weights=uniform", "topology.n=12"),
+                "doubly stochastic",
+                "metropolis",
+                id="not-doubly-stochastic",
+            ),
+        ),
+    ),
+    AlgorithmInfo(
+        "fedavg",
+        experiment(
+            topology={"name": "star", "n": 9},
+            algorithm={"name": "fedavg", "lr": 0.4, "local_steps": 1},
+            problem=QUAD,
+            stop={"rounds": 200},
+            eval={"every": 200},
+        ),
+        tol=1e-8,
+        ray_slow=False,
+        bad_inputs=(
+            bad("topology.name=ring", "star", "fedavg", id="not-a-star"),
+            bad("algorithm.aggregator=nope", "nope", "mean", id="unknown-rule"),
+            bad(
+                ("algorithm.aggregator=krum", "algorithm.f=3"),
+                "algorithm.aggregator",
+                "krum needs at least",
+                id="too-few-for-krum",
+            ),
+        ),
+    ),
+    AlgorithmInfo(  # multi-consensus is checked in test_adom_msda.py
+        "adom_plus",
+        experiment(
+            topology={"name": "ring", "n": 4},
+            algorithm={"name": "adom_plus"},
+            problem=LSQ,
+            stop={"rounds": 1000},
+            eval={"every": 1000},
+        ),
+        tol=1e-7,
+        floats=(2 * LSQ["dim"],),  # [v, s] travel together: 2 dim floats per message
+        bad_inputs=(
+            bad("algorithm.mu=0", "algorithm.mu", id="zero-mu"),
+            bad(
+                ("topology.name=one_peer_exponential", "topology.n=8"),
+                "needs a sequence of connected graphs",
+                id="disconnected-sequence",
+            ),
+        ),
+    ),
+    AlgorithmInfo(
+        "msda",
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "msda"},
+            problem=LSQ,
+            stop={"rounds": 80},
+            eval={"every": 80},
+        ),
+        tol=1e-10,
+        bad_inputs=(
+            bad(
+                ("topology.name=random_geometric_sequence", "topology.n=8"),
+                "topology.name",
+                "time-varying",
+                id="time-varying",
+            ),
+        ),
+    ),
+]
+
+# robust peer-to-peer algorithms: complete graph, identical honest optima (so every rule
+# reaches x* exactly), 2 Byzantine sign flippers out of 9 for the rules that tolerate them
+ROBUST_QUAD = {**QUAD, "heterogeneity": 0.0, "center": 2.0, "init_scale": 1.0}
+ROBUST_BAD = (
+    bad("topology.name=ring", "topology.name", "complete", id="not-complete"),
+    bad("faults.drop=0.1", "faults", "remove the faults section", id="faults"),
+)
+for _name in ("monna", "nna", "mocwtm", "bridge", "p2p_mean", "mogm", "gm", "scc", "learn"):
+    _raw = experiment(
+        topology={"name": "complete", "n": 9},
+        algorithm={"name": _name, "lr": 0.2, "momentum": 0.5},
+        problem=ROBUST_QUAD,
+        stop={"rounds": 300},
+        eval={"every": 300},
+    )
+    if _name == "learn":
+        _raw["algorithm"] = {"name": "learn", "lr": 0.2, "max_minibatches": 3}
+    _bad = ROBUST_BAD
+    if _name in ("monna", "nna", "mocwtm", "bridge", "learn"):
+        _raw["byzantine"] = {"count": 2, "attack": {"name": "sign_flip"}}
+        _bad += (bad("algorithm.f=1", "algorithm.f", "below the 2 Byzantine", id="f-too-small"),)
+    ROUND_INFOS.append(
+        AlgorithmInfo(_name, _raw, tol=1e-8, ray_slow=_name not in RAY_FAST, bad_inputs=_bad)
+    )
+
+EVENT_RAW = {"stop": {"sim_time_s": 400.0}, "engine": {"threads": 1, "event_block": 512}}
+EVENT_INFOS = [
+    AlgorithmInfo(
+        "dadao",
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "dadao"},
+            problem=EVENT_LSQ,
+            **EVENT_RAW,
+        ),
+        tol=1e-10,
+        schedule="events",
+        metric="relative_sq_distance",
+        # both checked when the event run starts (DADAO.build_events, the event driver),
+        # not by compile_plan: `fedopt validate` still accepts them
+        bad_inputs=(
+            bad(
+                (),
+                "algorithm.mu",
+                "strongly convex",
+                "problem.l2",
+                id="not-strongly-convex",
+                sections={"problem": {**LOGISTIC, "l2": 0.0}},
+                stage="run",
+            ),
+            bad(
+                (),
+                "stop.sim_time_s, stop.events",
+                id="rounds-stop",
+                sections={"stop": {"rounds": 10}},
+                stage="run",
+            ),
+        ),
+    ),
+    # constant step on heterogeneous data: converges to a neighbourhood of x* only
+    AlgorithmInfo(
+        "async_gossip_sgd",
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "async_gossip_sgd", "lr": 0.05},
+            problem={**EVENT_LSQ, "batch_size": 8},
+            **EVENT_RAW,
+        ),
+        tol=0.2,
+        schedule="events",
+        metric="relative_sq_distance",
+        bad_inputs=(bad("algorithm.lr=0", "algorithm.lr", id="zero-lr"),),
+    ),
+    # dual method: 2 dual gradients per edge event, edge rate n/2 (8 gradients per time unit)
+    AlgorithmInfo(
+        "continuized",
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": "continuized"},
+            problem=EVENT_LSQ,
+            **EVENT_RAW,
+        ),
+        tol=1e-20,
+        schedule="events",
+        metric="relative_sq_distance",
+        ray_slow=False,
+        bad_inputs=(
+            bad(
+                (),
+                "problem.name",
+                "conjugate",
+                id="no-conjugate",
+                sections={"problem": {**LOGISTIC, "l2": 0.1}},
+            ),
+        ),
+    ),
+]
+
+ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}
