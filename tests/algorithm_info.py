@@ -240,8 +240,8 @@ EVENT_INFOS = [
         tol=1e-10,
         schedule="events",
         metric="relative_sq_distance",
-        # both checked when the event run starts (DADAO.build_events, the event driver),
-        # not by compile_plan: `fedopt validate` still accepts them
+        # both refused by compile_plan (DADAO.plan_facts, check_event_schedule), so
+        # `fedopt validate` refuses them too
         bad_inputs=(
             bad(
                 (),
@@ -250,14 +250,12 @@ EVENT_INFOS = [
                 "problem.l2",
                 id="not-strongly-convex",
                 sections={"problem": {**LOGISTIC, "l2": 0.0}},
-                stage="run",
             ),
             bad(
                 (),
                 "stop.sim_time_s, stop.events",
                 id="rounds-stop",
                 sections={"stop": {"rounds": 10}},
-                stage="run",
             ),
         ),
     ),
