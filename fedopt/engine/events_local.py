@@ -197,4 +197,5 @@ def drive_events(
         x_star=x_star,
         totals=group.meter_totals(),
         derived=group.derived_constants(),
+        counters=Counters({"gradients": counts["gradients"]}),
     )

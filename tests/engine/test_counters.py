@@ -20,7 +20,7 @@ from fedopt.engine.reduce import canonical_sum
 from fedopt.engine.worker import Worker
 from fedopt.errors import ConfigError
 from fedopt.network.counters import Counters, canonical_kinds, merge_counters, register_kind
-from fedopt.run import run_experiment
+from fedopt.run import execute, run_experiment
 
 PLUGIN = str(Path(__file__).parent / "counting_plugin.py")
 
@@ -236,3 +236,20 @@ def test_node_models_evaluation_is_the_mean_of_each_model_on_the_global_objectiv
     assert last["accuracy"] == math.fsum(accs) / len(accs)
     assert last["consensus_distance"] > 0
     assert last["loss"] > last["avg_model_loss"]  # Jensen: the logistic loss is convex
+
+
+def test_event_records_come_from_the_same_record_maker() -> None:
+    raw = experiment(
+        topology={"name": "ring", "n": 8},
+        algorithm={"name": "dadao"},
+        problem={"name": "least_squares", "dim": 5, "samples_per_node": 50, "dtype": "float64"},
+        stop={"sim_time_s": 20.0},
+        engine={"threads": 1, "event_block": 256},
+    )
+    result = execute(compile_plan(validate(raw))).result
+    first, last = result.records[0], result.records[-1]
+    assert list(last)[:5] == ["round", "sim_time_s", "wall_time_s", "loss", "consensus_distance"]
+    assert first["relative_sq_distance"] == 1.0
+    assert last["relative_sq_distance"] == last["mean_sq_distance"] / first["mean_sq_distance"]
+    assert last["events_total"] == last["gradients_total"] + last["communications_total"]
+    assert result.counters.as_dict() == {"gradients": last["gradients_total"]} != {}
