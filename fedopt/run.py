@@ -20,6 +20,7 @@ from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.errors import ConfigError, RunDiverged
 from fedopt.interrupts import SignalGuard
+from fedopt.network.counters import known_kinds
 from fedopt.network.meter import node_totals
 from fedopt.results.environment import environment
 from fedopt.results.inputs import collect_inputs, portable_config, read_inputs
@@ -378,9 +379,19 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
     for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt"):
         if key in last:
             summary[f"final_{key}"] = last[key]
-    for key in ("events_total", "gradients_total", "communications_total"):
-        if key in last:  # event schedules
+    summary["evaluation"] = getattr(result, "evaluation", "average_model")
+    for key in ("loss", "accuracy", "test_loss", "test_accuracy"):
+        if f"avg_model_{key}" in last:  # evaluation "node_models": the average model's
+            summary[f"final_avg_model_{key}"] = last[f"avg_model_{key}"]
+    totals = ["events_total", "communications_total"] + [f"{k}_total" for k in known_kinds()]
+    for key in totals:
+        if key in last:  # counters (and the event schedule's counts)
             summary[key] = last[key]
     if "relative_sq_distance" in last:
         summary["final_relative_sq_distance"] = last["relative_sq_distance"]
+    for name, value in getattr(result, "metrics", {}).items():  # Algorithm.metrics
+        summary[f"final_{name}"] = value
+    ledgers = getattr(result, "ledgers", {})
+    if ledgers:  # merged Algorithm ledgers (fedopt.engine.ledger)
+        summary["ledgers"] = dict(ledgers)
     return summary

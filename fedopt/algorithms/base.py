@@ -25,7 +25,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,7 @@ from fedopt.registry import Registry
 
 if TYPE_CHECKING:
     from fedopt.engine.comm import Comm
+    from fedopt.engine.ledger import Ledger
     from fedopt.network.compute_time import ComputeTimeModel
     from fedopt.problems.base import Oracle
 
@@ -142,6 +143,13 @@ class WorkerContext:
     facts
         The plan's compile-time facts (:meth:`Algorithm.plan_facts`), the same on every
         worker.
+    ledgers
+        ``name -> ledger`` this worker keeps for the algorithm (:mod:`fedopt.engine.ledger`):
+        the algorithm creates and updates them; the driver merges every worker's into the
+        records and ``summary.json``; they are checkpointed with the worker.
+
+    Work is charged with ``comm.compute(local_rows, steps, t, kind)``: it is counted by
+    kind (``<kind>_total`` in the records) and costs ``compute.cost_s[kind]`` seconds.
     """
 
     hosted: torch.Tensor
@@ -162,6 +170,7 @@ class WorkerContext:
     byzantine: Any = None  # the experiment's ByzantineConfig (None without adversaries)
     facts: Mapping[str, Any] = field(default_factory=dict)
     """The plan's compile-time facts (:meth:`Algorithm.plan_facts`)."""
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
 
     def hosted_with_role(self, role: str) -> torch.Tensor:
         """Local indices (into ``hosted``) of the hosted nodes with ``role``."""
@@ -217,6 +226,12 @@ class Algorithm(ABC):
     (:mod:`fedopt.engine.budget`); algorithms that keep more set it higher."""
     state_itemsize: ClassVar[int | None] = None
     """Bytes per state element; None: the problem's dtype (event schedules use float64)."""
+    evaluation: ClassVar[Literal["average_model", "node_models"]] = "average_model"
+    """What ``loss``/``accuracy`` measure: the average output model, or the mean over the
+    reported models of each one's figures on the global objective (DIMAT); see
+    :func:`fedopt.engine.driver.evaluate`."""
+    metric_reductions: ClassVar[Mapping[str, str]] = {}
+    """How each of :meth:`metrics` is reduced over nodes: mean (default), sum, max, min."""
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         self.config = config
@@ -237,6 +252,15 @@ class Algorithm(ABC):
         Evaluation uses their average ``x_bar``; consensus distance is the mean squared
         distance of these rows to ``x_bar``.
         """
+
+    def metrics(self, state: State) -> Mapping[str, torch.Tensor]:
+        """Extra record figures: ``name -> [k]`` float values, one per hosted node.
+
+        Called at every evaluation; each is reduced over all nodes of all workers in node
+        order (:attr:`metric_reductions`, NaN rows left out) and written to the record
+        under its name (and to ``summary.json`` as ``final_<name>``). Default: none.
+        """
+        return {}
 
     def derived_constants(self) -> dict[str, Constant]:
         """Constants this algorithm derived at set-up, for ``summary.json``'s ``derived``.

@@ -45,6 +45,7 @@ from fedopt.engine.payload import Payload, resolve
 from fedopt.engine.reduce import BlockPartials, block_partials, combine_partials
 from fedopt.errors import ConfigError, EngineError
 from fedopt.network.compute_time import ComputeTimeModel
+from fedopt.network.counters import Counters
 from fedopt.network.faults import FaultModel
 from fedopt.network.link import LinkModel
 from fedopt.network.meter import Meter
@@ -149,6 +150,8 @@ class Comm(ABC):
         Message counters of the messages this worker meters.
     link, compute_model
         Link and compute-time models.
+    counters
+        Work of the hosted nodes counted by kind (:meth:`compute` charges it).
     exchange
         Number of exchanges so far; keys the link-loss draws, so every worker must
         call the collectives in the same order (they run the same algorithm code).
@@ -166,6 +169,7 @@ class Comm(ABC):
     faults: FaultModel | None = None
     missed: torch.Tensor | None = None  # nodes that missed a broadcast this round
     round_start: float = 0.0  # simulated time at which the current round started
+    counters: Counters  # work counted by kind (set by the worker; see Comm.compute)
 
     # -- operators -------------------------------------------------------------------
     def register_operator(self, matrix: sp.spmatrix, name: str = "operator") -> OperatorHandle:
@@ -374,18 +378,22 @@ class Comm(ABC):
         numel = like.shape[-1] if like.ndim else 1
         self.meter_messages(src, dst, now, numel, like.dtype, kind, payload=payload)
 
-    def compute(self, local_rows: torch.Tensor, steps: int, t: int) -> None:
-        """Charge ``steps`` local steps of compute time to hosted nodes ``local_rows``.
+    def compute(
+        self, local_rows: torch.Tensor, steps: int, t: int, kind: str = "gradients"
+    ) -> None:
+        """Charge ``steps`` units of work of ``kind`` to each hosted node in ``local_rows``.
 
-        Each node-step counts as one gradient computation (``gradients_total``). Nodes
-        that are down (fault schedule) are skipped: a crashed node computes nothing.
+        Each node-unit is counted in :attr:`counters` (``<kind>_total``; by default one
+        gradient per node-step, ``gradients_total``) and costs ``compute.cost_s[kind]``
+        seconds of the node's clock (:mod:`fedopt.network.compute_time`). Nodes that are
+        down (fault schedule) are skipped: a crashed node computes nothing.
         """
         if self.faults is not None and len(local_rows):  # crashed nodes compute nothing
             local_rows = local_rows[~self.faults.down[self.hosted[local_rows]]]
         if steps > 0 and len(local_rows):
-            seconds = self.compute_model.seconds(self.hosted[local_rows], steps, t)
+            seconds = self.compute_model.seconds(self.hosted[local_rows], steps, t, kind)
             self.clock.index_add_(0, local_rows, seconds)
-            self.meter.totals.gradients += steps * len(local_rows)
+            self.counters.add(kind, steps * len(local_rows))
 
     def barrier(self, time: float) -> None:
         """End of a synchronous round: every hosted clock moves to ``time``."""

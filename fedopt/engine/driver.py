@@ -8,6 +8,7 @@ so metrics do not depend on how nodes are placed.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,10 +16,22 @@ from typing import Any, Protocol
 
 import torch
 
+from fedopt.algorithms.base import ALGORITHMS
 from fedopt.engine.plan import Plan
+from fedopt.engine.records import (
+    NONFINITE_SHOWN,
+    Accounts,
+    MergedAccounts,
+    make_record,
+    mark_nonfinite,
+    merge_accounts,
+)
 from fedopt.engine.reduce import canonical_sum
 from fedopt.engine.worker import EvalPartial
+from fedopt.network.counters import Counters
 from fedopt.network.meter import MeterTotals
+
+__all__ = ["NONFINITE_SHOWN", "RunResult", "evaluate", "mark_nonfinite", "run_schedule"]
 
 
 class WorkerGroup(Protocol):
@@ -33,6 +46,7 @@ class WorkerGroup(Protocol):
     def outputs(self) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
     def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]: ...
     def meter_totals(self) -> list[MeterTotals]: ...
+    def accounts(self) -> list[Accounts]: ...
     def derived_constants(self) -> dict[str, Any]: ...
     def snapshot(self) -> list[dict[str, Any]]: ...
     def restore(self, snaps: list[dict[str, Any]]) -> None: ...
@@ -59,6 +73,9 @@ class LocalGroup:
 
     def meter_totals(self) -> list[MeterTotals]:
         return [w.meter_totals() for w in self.workers]
+
+    def accounts(self) -> list[Accounts]:
+        return [w.accounts() for w in self.workers]
 
     def derived_constants(self) -> dict[str, Any]:
         return self.workers[0].derived_constants()  # every worker derives the same
@@ -92,31 +109,14 @@ class RunResult:
     totals: MeterTotals = field(default_factory=MeterTotals)
     derived: dict[str, Any] = field(default_factory=dict)
     """Constants the algorithm derived (``Algorithm.derived_constants``)."""
-
-
-NONFINITE_SHOWN = 8
-"""How many ids of nodes with non-finite parameters a record names."""
-
-
-def mark_nonfinite(rec: dict[str, Any], ids: torch.Tensor, params: torch.Tensor) -> None:
-    """Add ``nonfinite_count`` and ``nonfinite_nodes`` to ``rec`` for rows holding NaN or inf.
-
-    Parameters
-    ----------
-    rec
-        The evaluation record (changed in place only when some row holds NaN or inf).
-    ids
-        Node id of each row of ``params``, ascending.
-    params
-        ``[nodes, dim]`` reported parameters.
-    """
-    if params.numel() == 0:
-        return
-    bad = ~torch.isfinite(params.reshape(len(ids), -1)).all(dim=1)
-    count = int(bad.sum())
-    if count:
-        rec["nonfinite_count"] = count
-        rec["nonfinite_nodes"] = [int(i) for i in ids[bad][:NONFINITE_SHOWN]]
+    counters: Counters = field(default_factory=Counters)
+    """Work counted by kind over all workers (``<kind>_total``)."""
+    ledgers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The algorithm's merged ledgers at the end (``Ledger.to_record``)."""
+    evaluation: str = "average_model"
+    """``Algorithm.evaluation``: what ``loss`` and ``accuracy`` are measured on."""
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The algorithm's own metrics at the end (``Algorithm.metrics``, reduced)."""
 
 
 def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,38 +128,68 @@ def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
     return ids_t[order], params_t[order]
 
 
-def evaluate(
-    group: WorkerGroup,
-    x_star: torch.Tensor | None,
-    block: int,
-) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Metrics at the average output model ``x_bar``.
-
-    ``loss = sum_i p_i f_i(x_bar)``; ``consensus_distance = mean_i ||x_i - x_bar||^2``;
-    ``distance_to_opt = ||x_bar - x*||`` and ``mean_sq_distance = mean_i ||x_i - x*||^2``
-    when the optimum is known.
-    """
-    ids, params = _gather_outputs(group)
-    p64 = params.to(torch.float64)
-    xbar = canonical_sum(p64, None, block) / len(ids)
-    parts = group.evaluate(xbar)
+def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
+    """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``."""
+    parts = group.evaluate(x)
     ranks = torch.cat([p.ranks for p in parts])
     order = torch.argsort(ranks)
     values = torch.cat([p.values for p in parts])[order]
     weights = torch.cat([p.weights.to(torch.float64) for p in parts])[order]
-    dev = ((p64 - xbar) ** 2).sum(1)
-    metrics: dict[str, float] = {
-        "loss": float((values * weights).sum()),
-        "consensus_distance": float(dev.sum() / len(ids)),
-    }
+    out: dict[str, float] = {"loss": float((values * weights).sum())}
     count = sum(p.count for p in parts)
     if count:
-        metrics["accuracy"] = sum(p.correct for p in parts) / count
+        out["accuracy"] = sum(p.correct for p in parts) / count
     for p in parts:
-        metrics.update(p.test)
+        out.update(p.test)
+    return out
+
+
+def node_mean_figures(group: WorkerGroup, params: torch.Tensor) -> dict[str, float]:
+    """Mean over the reported models of each one's figures on the global objective.
+
+    Every row ``x_i`` of ``params`` (node order) is evaluated like the average model:
+    ``loss_i = sum_j p_j f_j(x_i)`` over every data node, accuracy on all training data,
+    test figures on the whole test set; each figure is then averaged over the rows
+    (``math.fsum``, exactly rounded). This is DIMAT's reported curve: the accuracy of
+    every agent's own model on the full test set, averaged over agents.
+    """
+    rows = [_figures(group, params[i]) for i in range(len(params))]
+    keys = [k for k in rows[0] if all(k in r for r in rows)] if rows else []
+    return {k: math.fsum(r[k] for r in rows) / len(rows) for k in keys}
+
+
+def evaluate(
+    group: WorkerGroup,
+    x_star: torch.Tensor | None,
+    block: int,
+    mode: str = "average_model",
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Metrics of the reported models; ``mode`` is the algorithm's ``evaluation``.
+
+    ``"average_model"``: ``loss = sum_i p_i f_i(x_bar)`` and ``accuracy`` (and test
+    figures) at the average output model ``x_bar``. ``"node_models"``: ``loss``,
+    ``accuracy`` and the test figures are the mean over the reported models of each
+    model's own figures (:func:`node_mean_figures`), and the figures at ``x_bar`` are
+    kept as ``avg_model_loss``, ``avg_model_accuracy``, ``avg_model_test_*``. Either
+    way ``consensus_distance = mean_i ||x_i - x_bar||^2``, and when the optimum is known
+    ``distance_to_opt = ||x_bar - x*||`` and ``mean_sq_distance = mean_i ||x_i - x*||^2``.
+    """
+    ids, params = _gather_outputs(group)
+    p64 = params.to(torch.float64)
+    xbar = canonical_sum(p64, None, block) / len(ids)
+    at_avg = _figures(group, xbar)
+    dev = ((p64 - xbar) ** 2).sum(1)
+    figures = node_mean_figures(group, params) if mode == "node_models" else at_avg
+    metrics: dict[str, float] = {
+        "loss": figures["loss"],
+        "consensus_distance": float(dev.sum() / len(ids)),
+    }
+    metrics.update({k: v for k, v in figures.items() if k != "loss"})
     if x_star is not None:
         metrics["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
         metrics["mean_sq_distance"] = float(((p64 - x_star) ** 2).sum(1).mean())
+    if mode == "node_models":
+        metrics.update({f"avg_model_{k}": v for k, v in at_avg.items()})
     return metrics, xbar, ids, params
 
 
@@ -191,26 +221,26 @@ def run_schedule(
     wall0 = time.perf_counter()
 
     last_eval: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    accounts: list[MergedAccounts] = []
+    algo = ALGORITHMS.get(cfg.algorithm.name)
+    mode = algo.evaluation
+    reductions = dict(algo.metric_reductions)
 
     def record(t: int) -> dict[str, float]:
-        metrics, xbar, ids, params = evaluate(group, x_star, block)
+        metrics, xbar, ids, params = evaluate(group, x_star, block, mode)
         last_eval[:] = [(xbar, ids, params)]
-        totals = _merged_totals(group)
-        rec = {
-            "round": t,
-            "sim_time_s": sim_time,
-            "wall_time_s": time.perf_counter() - wall0,
-            **metrics,
-            "messages_total": totals.messages,
-            "bytes_total": totals.bytes,
-        }
-        if totals.retransmissions:
-            rec["retransmissions_total"] = totals.retransmissions
-        rec["gradients_total"] = totals.gradients
-        if "mean_sq_distance" in rec:  # relative to the start, as the event schedule reports
-            start = records[0]["mean_sq_distance"] if records else rec["mean_sq_distance"]
-            rec["relative_sq_distance"] = rec["mean_sq_distance"] / start if start > 0 else 0.0
-        mark_nonfinite(rec, ids, params)
+        accounts[:] = [merge_accounts(group.accounts(), reductions, block)]
+        rec = make_record(
+            t,
+            sim_time,
+            time.perf_counter() - wall0,
+            metrics,
+            _merged_totals(group),
+            accounts[0],
+            records[0] if records else None,
+            ids,
+            params,
+        )
         records.append(rec)
         on_record(rec)
         return metrics
@@ -270,6 +300,10 @@ def run_schedule(
         x_star=x_star,
         totals=_merged_totals(group),
         derived=group.derived_constants(),
+        counters=accounts[0].counters,
+        ledgers=accounts[0].ledgers,
+        evaluation=mode,
+        metrics=accounts[0].metrics,
     )
 
 

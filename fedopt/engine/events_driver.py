@@ -28,9 +28,11 @@ from typing import Any, Protocol
 
 import torch
 
-from fedopt.engine.driver import RunResult, mark_nonfinite
+from fedopt.engine.driver import RunResult
 from fedopt.engine.events_worker import StepResult
 from fedopt.engine.plan import Plan
+from fedopt.engine.records import MergedAccounts, make_record
+from fedopt.network.counters import Counters
 from fedopt.network.meter import MeterTotals
 from fedopt.problems.base import Oracle
 
@@ -74,8 +76,6 @@ def drive_events(
     rows = torch.arange(n)
     stats = oracle.optimum_stats()
     x_star = stats.solve() if stats is not None else None
-    x0 = group.x()
-    d0 = float(((x0 - x_star) ** 2).sum(1).mean()) if x_star is not None else None
 
     counts = {"events": 0, "gradients": 0, "communications": 0}
     records: list[dict[str, Any]] = []
@@ -84,26 +84,29 @@ def drive_events(
 
     def record(blocks: int) -> dict[str, Any]:
         x = group.x()
-        totals = group.meter_totals()
         xbar = x.mean(0)
         xo = xbar.to(getattr(oracle, "dtype", torch.float32))
         values = oracle.value(xo.unsqueeze(0).expand(n, -1), rows)
-        rec: dict[str, Any] = {
-            "round": blocks,
-            "sim_time_s": sim_time,
-            "wall_time_s": time.perf_counter() - wall0,
+        figures = {
             "loss": float((values * oracle.weights.double()).sum()),
             "consensus_distance": float(((x - xbar) ** 2).sum(1).mean()),
-            "events_total": counts["events"],
-            "gradients_total": counts["gradients"],
-            "communications_total": counts["communications"],
-            "messages_total": totals.messages,
-            "bytes_total": totals.bytes,
         }
         if x_star is not None:
-            rec["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
-            rec["relative_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean()) / d0
-        mark_nonfinite(rec, rows, x)
+            figures["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
+            figures["mean_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean())
+        accounts = MergedAccounts(counters=Counters({"gradients": counts["gradients"]}))
+        rec = make_record(
+            blocks,
+            sim_time,
+            time.perf_counter() - wall0,
+            figures,
+            group.meter_totals(),
+            accounts,
+            records[0] if records else None,
+            rows,
+            x,
+            {"events_total": counts["events"], "communications_total": counts["communications"]},
+        )
         records.append(rec)
         on_record(rec)
         return rec
@@ -180,4 +183,5 @@ def drive_events(
         x_star=x_star,
         totals=group.meter_totals(),
         derived=group.derived_constants(),
+        counters=Counters({"gradients": counts["gradients"]}),
     )

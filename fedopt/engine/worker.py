@@ -18,7 +18,9 @@ import torch
 from fedopt.algorithms.base import ALGORITHMS, Constant, WorkerContext, plain_constants
 from fedopt.engine.comm import Comm, LocalComm
 from fedopt.engine.plan import Plan
+from fedopt.engine.records import Accounts
 from fedopt.network.compute_time import ComputeTimeModel
+from fedopt.network.counters import Counters
 from fedopt.network.faults import FaultModel
 from fedopt.network.link import LinkModel
 from fedopt.network.meter import Meter
@@ -98,6 +100,7 @@ class Worker:
             device,
             cfg.engine.reduce_block,
         )
+        self.counters = self.comm.counters = Counters()
         self.ctx = WorkerContext(
             hosted=self.hosted,
             roles=tuple(topo.roles[i] for i in hosted),
@@ -220,6 +223,8 @@ class Worker:
             "edge_messages": m.edge_messages.clone(),
             "edge_bytes": m.edge_bytes.clone(),
             "totals": copy.deepcopy(m.totals),
+            "counters": self.counters.as_dict(),
+            "ledgers": copy.deepcopy(self.ctx.ledgers),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -233,6 +238,10 @@ class Worker:
         self.meter.edge_messages.copy_(snap["edge_messages"])
         self.meter.edge_bytes.copy_(snap["edge_bytes"])
         self.meter.totals = copy.deepcopy(snap["totals"])
+        counts = snap.get("counters", {"gradients": getattr(snap["totals"], "gradients", 0)})
+        self.counters = self.comm.counters = Counters(counts)
+        self.ctx.ledgers.clear()
+        self.ctx.ledgers.update(copy.deepcopy(snap.get("ledgers", {})))
 
     def derived_constants(self) -> dict[str, Constant]:
         """The constants the algorithm derived (``summary.json``'s ``derived``)."""
@@ -241,6 +250,27 @@ class Worker:
     def meter_totals(self):
         """Message totals metered by this worker."""
         return self.meter.totals
+
+    def accounts(self) -> Accounts:
+        """Counters, ledgers (copies) and per-node algorithm metrics of this worker."""
+        metrics = self.algorithm.metrics(self.state)
+        k = len(self.hosted)
+        rows: dict[str, torch.Tensor] = {}
+        for name, values in metrics.items():
+            v = torch.as_tensor(values).detach().to("cpu", torch.float64)
+            if v.shape != (k,):
+                raise ValueError(
+                    f"{self.plan.config.algorithm.name}.metrics: {name!r} has shape "
+                    f"{tuple(v.shape)}; give one value per hosted node, shape ({k},)"
+                )
+            rows[name] = v
+        return Accounts(
+            first_node=int(self.hosted[0]) if k else -1,
+            counters=Counters(self.counters.as_dict()),
+            ledgers=copy.deepcopy(self.ctx.ledgers),
+            node_ids=self.hosted.clone(),
+            metrics=rows,
+        )
 
     def optimum_stats(self):
         """Partial closed-form optimum statistics of the hosted nodes."""

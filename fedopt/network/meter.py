@@ -47,7 +47,6 @@ class MeterTotals:
     bytes: int = 0
     retransmissions: int = 0
     by_kind: dict[str, list[int]] = field(default_factory=dict)  # kind -> [messages, bytes]
-    gradients: int = 0  # local gradient computations (node-steps) charged by the engine
 
     def merge(self, other: MeterTotals) -> MeterTotals:
         """Sum of two totals."""
@@ -61,7 +60,6 @@ class MeterTotals:
             self.bytes + other.bytes,
             self.retransmissions + other.retransmissions,
             kinds,
-            self.gradients + other.gradients,
         )
 
 

@@ -51,7 +51,7 @@ def test_crashed_nodes_are_frozen_and_their_links_silent() -> None:
     # of 16 x 30 messages, 2 crashed nodes x 2 neighbours x 20 rounds = 80 are never
     # sent (not metered) and 80 are sent to them and lost
     assert kinds(result) == {"model": [320, 320 * 80], "model:dropped": [80, 80 * 80]}
-    assert result.totals.gradients == 8 * 30 - 2 * 20  # crashed nodes compute nothing
+    assert result.counters["gradients"] == 8 * 30 - 2 * 20  # crashed nodes compute nothing
     raw10 = copy.deepcopy(raw)
     raw10["stop"]["rounds"] = 10
     raw10["faults"] = {}

@@ -18,6 +18,7 @@ import torch
 
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.comm import RayComm
+from fedopt.engine.records import Accounts
 from fedopt.engine.worker import EvalPartial, Worker
 from fedopt.network.meter import MeterTotals
 from fedopt.plugins import install_all
@@ -128,6 +129,9 @@ class WorkerActor:
 
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter_totals()
+
+    def accounts(self) -> Accounts:
+        return self.worker.accounts()
 
     def derived_constants(self) -> dict[str, Any]:
         return self.worker.derived_constants()

@@ -22,6 +22,7 @@ from fedopt.engine.local import usable_cores
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.placement import shard_nodes
+from fedopt.engine.records import Accounts
 from fedopt.engine.worker import EvalPartial
 from fedopt.errors import ConfigError, EngineError, RunDiverged
 from fedopt.network.meter import MeterTotals
@@ -168,6 +169,9 @@ class RayGroup:
 
     def meter_totals(self) -> list[MeterTotals]:
         return self.call("meter_totals")
+
+    def accounts(self) -> list[Accounts]:
+        return self.call("accounts", what="counters and ledgers")
 
     def derived_constants(self) -> dict[str, Any]:
         """The algorithm's derived constants, from worker 0 (every worker derives the same)."""
