@@ -84,7 +84,7 @@ CASES = {
             algorithm={"name": "continuized"},
             problem={"name": "logistic", "dim": 4, "samples_per_node": 20, "l2": 0.1},
         ),
-        "needs the conjugate",
+        "needs capability 'conjugate_gradients'",
     ),
     "continuized-singular-conjugate": (
         lambda tmp: _with(
