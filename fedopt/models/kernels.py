@@ -24,7 +24,7 @@ from torch import nn
 
 from fedopt.models.layers import Dense
 from fedopt.models.layout import ParamLayout
-from fedopt.problems._common import bmm
+from fedopt.numerics import bmm
 
 
 class DenseReluKernel:
