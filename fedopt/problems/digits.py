@@ -149,7 +149,7 @@ class DigitsModelConfig(DigitsConfig):
     def _batchnorm(cls, value: str) -> str:
         if value != "batch_stats":
             raise ConfigError(
-                f"problem.batchnorm: {value!r} is not supported; use 'batch_stats'. Running "
+                f"{value!r} is not supported; use 'batch_stats'. Running "
                 "statistics are per-node state that the algorithms would have to carry, "
                 "average and checkpoint next to the parameters, which they do not; with "
                 "'batch_stats' every batch (in training and in evaluation) is normalised "

@@ -149,3 +149,21 @@ def test_digits_model_accepts_other_models_and_strategies() -> None:
     assert P.PROBLEMS.get("digits_model").summary(cfg)["dim"] == 64 * 64 + 64 + 64 * 64 + 64 + 650
     oracle = build({"name": "digits_model", "model": {"strategy": "vmap"}}, [0], 1)
     assert oracle.model.strategy == "vmap" and oracle.dim == digits_cnn_bn().dim
+
+
+def test_experiment_level_messages_name_the_field_once() -> None:
+    from pathlib import Path
+
+    from fedopt.config import load_experiment
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "fedavg_digits_cnn.yaml"
+    for override, start in [
+        ("problem.batchnorm=running", "problem.batchnorm: 'running' is not supported"),
+        ("problem.model.name=foo", "problem.model.name: unknown model 'foo'"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_experiment(path, [override])
+        lines = [ln.strip() for ln in str(err.value).splitlines()]
+        assert any(ln.startswith(start) for ln in lines), lines
+        assert "problem.batchnorm: problem." not in str(err.value)
+        assert "problem: problem." not in str(err.value)
