@@ -69,8 +69,9 @@ def digits_mlp(hidden: int | Sequence[int] = 32, *, strategy: str = "auto") -> B
     """MLP ``64 -> hidden -> 10`` with ReLU and biases for scikit-learn's 8x8 digits.
 
     The flat row is layer by layer, ``W [in, out]`` row major, then ``b``: this is the
-    model of the ``digits_mlp`` problem (and, with ``hidden=()``, of ``digits_softmax``). ``hidden`` may list several widths (``()`` is softmax regression,
-    the ``digits_softmax`` layout). Groups ``hidden1..``, capture points ``act1..``.
+    model of the ``digits_mlp`` problem. ``hidden`` may list several widths (``()`` is
+    softmax regression, the ``digits_softmax`` problem's model). Groups ``hidden1..``,
+    capture points ``act1..``.
     """
     return _mlp("digits_mlp", [64, *_widths("hidden", hidden), 10], Dense, strategy)
 
