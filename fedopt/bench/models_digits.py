@@ -5,7 +5,9 @@ with replacement), one step is what a D-SGD or FedAvg local step asks of the ora
 every node's minibatch and compute ``[N, dim]`` gradients. Variants, timed alternately in
 one process (each repeat runs every variant for ``steps`` steps, in turn):
 
-* ``hand``: ``DigitsOracle.grad`` (explicit batched backpropagation with ``bmm``);
+* ``hand``: ``DigitsOracle.grad``, the problem's own path: its minibatch gather, then
+  ``BatchedModel.grad`` on the hand-written kernel (explicit batched backpropagation with
+  ``bmm``; until issue 9 the oracle carried its own copy of the same operations);
 * ``kernel``: ``BatchedModel.grad(method="kernel")``, the same backpropagation on the
   model layout (:mod:`fedopt.models.kernels`; what ``method="auto"`` picks for this model);
 * ``autograd``: ``BatchedModel.grad(method="autograd")``, a vmapped ``functional_call``

@@ -333,6 +333,9 @@ def format_validation_error(
             )
             continue
         msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith((path + ".", path + ":")):  # a validator that names its own field
+            lines.append(msg)
+            continue
         value = err.get("input")
         shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
         if value is None and err["type"] != "missing":

@@ -356,15 +356,18 @@ class BatchedModel:
         *,
         train: bool = False,
         method: Method = "auto",
+        differentiable: bool = False,
     ) -> torch.Tensor:
         """Outputs ``[k, b, ...]`` of every node on its own inputs ``[k, b, ...]``.
 
         In train mode BatchNorm normalises with each node's batch statistics and the running
         statistics in ``B`` are updated in place. ``method="auto"`` uses the architecture's
         hand-written kernel where it has one; any other value runs the vmapped forward.
+        The pass runs without autograd unless ``differentiable`` (then the outputs carry
+        the graph back to ``X``, e.g. for an objective's value that callers differentiate).
         """
         inputs, P, Bd = self._prepare(X, inputs, B, train)
-        with torch.no_grad():
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             if self.kernel is not None and method == "auto":
                 return self.kernel.forward(X, inputs)[0]
             out, new, _ = self._run_all(P, Bd, inputs, train, {})

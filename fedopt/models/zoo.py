@@ -68,10 +68,10 @@ def _mlp(
 def digits_mlp(hidden: int | Sequence[int] = 32, *, strategy: str = "auto") -> BatchedModel:
     """MLP ``64 -> hidden -> 10`` with ReLU and biases for scikit-learn's 8x8 digits.
 
-    The flat row is the one of :class:`fedopt.problems.digits.Layout` (layer by layer,
-    ``W [in, out]`` row major, then ``b``), so a row of a ``digits_mlp`` problem means the
-    same network here. ``hidden`` may list several widths (``()`` is softmax regression,
-    the ``digits_softmax`` layout). Groups ``hidden1..``, capture points ``act1..``.
+    The flat row is layer by layer, ``W [in, out]`` row major, then ``b``: this is the
+    model of the ``digits_mlp`` problem. ``hidden`` may list several widths (``()`` is
+    softmax regression, the ``digits_softmax`` problem's model). Groups ``hidden1..``,
+    capture points ``act1..``.
     """
     return _mlp("digits_mlp", [64, *_widths("hidden", hidden), 10], Dense, strategy)
 

@@ -8,6 +8,7 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``logistic``              binary logistic regression (the benchmark workload)
 ``digits_softmax``        scikit-learn digits, multinomial logistic regression
 ``digits_mlp``            scikit-learn digits, one-hidden-layer ReLU network
+``digits_model``          scikit-learn digits, any model of ``fedopt.models`` (the CNN)
 ========================  =====================================================
 """
 

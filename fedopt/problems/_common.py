@@ -5,7 +5,8 @@ not depend on which other nodes share its batch. Two CPU kernels break that if u
 naively and are wrapped here:
 
 * ``torch.bmm`` with a batch of one is dispatched to the matrix-product kernel, whose
-  rounding differs from the batched kernel's; :func:`bmm` pads such a batch to two.
+  rounding differs from the batched kernel's; :func:`bmm` (from :mod:`fedopt.numerics`,
+  re-exported here) pads such a batch to two.
 * ``torch.sigmoid`` on float32 rounds the tail of a tensor (the last elements that do
   not fill a SIMD register) with a different formula; :func:`sigmoid_` builds the
   logistic function from ``exp``, ``add`` and ``reciprocal``, which round the same way
@@ -21,6 +22,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from fedopt.errors import ConfigError, closest
+from fedopt.numerics import bmm as bmm  # re-exported for the problem modules
 
 DTypeName = Literal["float32", "float64"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -121,32 +123,6 @@ def row_chunks(n: int, bytes_per_row: int, max_bytes: int = 64 << 20) -> Iterato
 
 
 # ----------------------------------------------------------------------------- kernels
-
-
-def _twice(t: torch.Tensor) -> torch.Tensor:
-    """``t`` stacked twice along the batch axis, keeping a transposed view transposed.
-
-    The memory layout picks the kernel (a transposed operand is passed to BLAS as a
-    transpose flag), so the padded batch must have the layout of the original.
-    """
-    if t.stride(-2) == 1 and t.stride(-1) != 1:
-        u = t.transpose(-1, -2)
-        return torch.cat([u, u]).transpose(-1, -2)
-    return torch.cat([t, t])
-
-
-def bmm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``torch.bmm`` whose result for each batch entry does not depend on the batch size.
-
-    A batch of one is padded to two, because CPU torch computes a single product with a
-    different kernel (and rounding) from the batched one.
-    """
-    if a.shape[0] != 1:
-        return torch.bmm(a, b, out=out)
-    res = torch.bmm(_twice(a), _twice(b))[:1]
-    if out is None:
-        return res
-    return out.copy_(res)
 
 
 def sigmoid_(z: torch.Tensor) -> torch.Tensor:

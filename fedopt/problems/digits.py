@@ -1,4 +1,4 @@
-"""Handwritten digits classification (``digits_softmax``, ``digits_mlp``).
+"""Handwritten digits classification (``digits_softmax``, ``digits_mlp``, ``digits_model``).
 
 Data: scikit-learn's bundled ``load_digits`` (1,797 images of 8x8 pixels, 10 classes;
 no download), features divided by 16 so they lie in ``[0, 1]``. A fixed stratified
@@ -15,38 +15,65 @@ Node ``i`` with ``m_i`` training samples ``(a_ij, y_ij)`` holds the mean cross-e
              + \\frac{\\lambda}{2} \\lVert x \\rVert^2,
     \\qquad p_i = m_i / \\sum_l m_l,
 
-where ``h_x`` is a linear model ``64 -> 10`` with bias (``digits_softmax``, 650
-parameters) or an MLP ``64 -> hidden -> 10`` with ReLU and biases (``digits_mlp``,
-``75 * hidden + 10`` parameters). A node with no samples has ``p_i = 0`` and
-``f_i = 0`` (zero gradient); such nodes are listed in the oracle's ``info``.
+where ``h_x`` is a network of :mod:`fedopt.models` evaluated on node ``i``'s parameter
+row ``x``:
 
-Parameters are one flat vector per node, layer after layer: ``W`` (``in x out``, row
-major) then ``b``. Initialisation is the usual fan-in uniform
-``U(-1/sqrt(in), 1/sqrt(in))`` for weights and biases, from ``fedopt.rng`` keyed by
-``("init", data rank)``, or data rank 0's key for every node when ``same_init`` (the
-default, so consensus methods start from one model).
+* ``digits_softmax``: a linear model ``64 -> 10`` with bias (650 parameters), the
+  ``digits_mlp`` model with no hidden layer;
+* ``digits_mlp``: an MLP ``64 -> hidden -> 10`` with ReLU and biases (``75 * hidden + 10``
+  parameters), model ``digits_mlp``;
+* ``digits_model``: any registered model (``model: {name: digits_cnn_bn, channels: [8,
+  16]}``) that maps the flat ``[b, 64]`` pixels to ``[b, 10]`` logits.
 
-Gradients of a batch of nodes come from one batched forward/backward pass
-(``torch.bmm`` over nodes, explicit backpropagation). Node data are stored padded to
-the largest node of the whole partition, ``[k, max_m, 64]``, with per-node counts;
-minibatches are ``batch_size`` samples drawn with replacement from the node's own
-samples (``batch_size: 0`` = full batch).
+A node with no samples has ``p_i = 0`` and ``f_i = 0`` (zero gradient); such nodes are
+listed in the oracle's ``info``.
+
+Parameters are one flat vector per node, laid out by the model's
+:class:`~fedopt.models.ParamLayout` (the MLPs: layer after layer, ``W`` ``in x out`` row
+major, then ``b``). Initialisation is the layout's: fan-in uniform
+``U(-1/sqrt(in), 1/sqrt(in))`` for linear and convolution weights and biases (BatchNorm
+scale 1, shift 0), from ``fedopt.rng`` keyed by ``("init", data rank)``, or data rank 0's
+key for every node when ``same_init`` (the default, so consensus methods start from one
+model).
+
+Gradients of a batch of nodes come from :meth:`fedopt.models.BatchedModel.grad`. The MLPs
+(``digits_softmax``, ``digits_mlp``) use its hand-written kernel
+(:class:`fedopt.models.kernels.DenseReluKernel`: ``torch.bmm`` over nodes, explicit
+backpropagation), which is placement-invariant bit for bit and faster than the
+``torch.func`` path (``python -m fedopt.bench.models_digits``). Other models run
+``torch.func`` node by node by default (``strategy: loop``), because the vmapped
+convolutions round differently depending on how many nodes share the call.
+Node data are stored padded to the largest node of the whole partition,
+``[k, max_m, 64]``, with per-node counts; minibatches are ``batch_size`` samples drawn
+with replacement from the node's own samples (``batch_size: 0`` = full batch).
+
+BatchNorm (``digits_model`` only): every batch is normalised with its own statistics, in
+training *and* in evaluation (``batchnorm: batch_stats``, the only mode). Running
+statistics would be per-node state that every algorithm would have to carry, average and
+checkpoint next to the parameters, which the algorithms do not do, so they are neither
+kept nor used. A full-batch pass over a node (its value, its full gradient, evaluation)
+normalises with the node's own samples only (no padding), and the test metrics normalise
+with the statistics of the whole test set.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+from collections.abc import Iterator
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fedopt import rng
+from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
-from fedopt.problems._common import bmm, check_ranks, coerce_config, row_chunks, take
+from fedopt.models import MODELS, BatchedModel, digits_mlp
+from fedopt.problems._common import check_ranks, coerce_config, row_chunks, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig, Step
 from fedopt.problems.capabilities import Capability
 from fedopt.problems.partition import PartitionConfig, partition
@@ -90,6 +117,130 @@ class DigitsMLPConfig(DigitsConfig):
     hidden: int = Field(32, ge=1, le=COUNT_MAX, description="width of the hidden layer")
 
 
+class ModelSpec(BaseModel):
+    """A registered model and its builder's keyword arguments (every other key).
+
+    ``{name: digits_cnn_bn, channels: [8, 16]}`` builds ``MODELS.get("digits_cnn_bn")(
+    channels=[8, 16], strategy="loop")``; ``strategy`` defaults to ``"loop"`` here (one
+    node at a time: bit-identical whatever the placement) where the builder takes one.
+    ``strategy: vmap`` (or ``auto``) is about 2.5 times faster for the digits CNN but its
+    gradients then differ in the last bits with the number of nodes sharing a call.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str = Field("digits_cnn_bn", description="registered model (fedopt.models.MODELS)")
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The builder's keyword arguments."""
+        return dict(self.model_extra or {})
+
+
+class DigitsModelConfig(DigitsConfig):
+    """Hyperparameters of ``digits_model`` (any registered model on the digits data)."""
+
+    name: Literal["digits_model"] = "digits_model"
+    model: ModelSpec = Field(
+        default_factory=ModelSpec, description="registered model and its builder's arguments"
+    )
+    batchnorm: str = Field(
+        "batch_stats",
+        description="BatchNorm mode: batch_stats (every batch normalised with its own "
+        "statistics, in training and evaluation; the only mode)",
+    )
+
+    @field_validator("batchnorm")
+    @classmethod
+    def _batchnorm(cls, value: str) -> str:
+        if value != "batch_stats":
+            raise ConfigError(
+                f"{value!r} is not supported; use 'batch_stats'. Running "
+                "statistics are per-node state that the algorithms would have to carry, "
+                "average and checkpoint next to the parameters, which they do not; with "
+                "'batch_stats' every batch (in training and in evaluation) is normalised "
+                "with its own statistics."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _model_builds(self) -> DigitsModelConfig:
+        build_model(self)  # raises a problem.model.* message when it cannot
+        return self
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _call_builder(spec: ModelSpec) -> BatchedModel:
+    try:
+        builder = MODELS.get(spec.name)
+    except ConfigError as exc:
+        raise ConfigError(f"problem.{exc}") from None
+    params = spec.params
+    try:
+        sig = inspect.signature(builder)
+    except (TypeError, ValueError):  # not introspectable: let the call decide
+        sig = None
+    if sig is not None:
+        if "strategy" in sig.parameters and "strategy" not in params:
+            params["strategy"] = "loop"
+        try:
+            sig.bind(**params)
+        except TypeError as exc:
+            known = [n for n, p in sig.parameters.items() if p.kind != p.VAR_KEYWORD]
+            raise ConfigError(
+                f"problem.model: model {spec.name!r} does not take these arguments "
+                f"({exc}); its arguments are: {', '.join(known) or '(none)'}."
+            ) from None
+    try:
+        model = builder(**params)
+    except ConfigError as exc:
+        raise ConfigError(f"problem.{exc}") from None
+    if not isinstance(model, BatchedModel):
+        raise ConfigError(
+            f"problem.model.name: {spec.name!r} built a {type(model).__name__}, not a "
+            "fedopt.models.BatchedModel; register a builder that returns one."
+        )
+    return model
+
+
+def _probe(model: BatchedModel) -> tuple[int, ...]:
+    """Output shape of ``model`` on a ``[1, 2, 64]`` digits batch."""
+    X = model.init_params(0, [0])
+    B = model.init_buffers(1) if model.has_bn else None
+    return tuple(model.forward(X, torch.zeros(1, 2, NUM_FEATURES), B, train=model.has_bn).shape)
+
+
+def build_model(config: DigitsConfig) -> BatchedModel:
+    """The :class:`~fedopt.models.BatchedModel` of a digits problem's config.
+
+    ``digits_softmax`` is ``digits_mlp(hidden=())``, ``digits_mlp`` is
+    ``digits_mlp(hidden)``; ``digits_model`` builds ``config.model`` and checks that it
+    maps ``[b, 64]`` pixels to ``[b, 10]`` logits.
+    """
+    if isinstance(config, DigitsMLPConfig):
+        return digits_mlp(config.hidden)
+    if not isinstance(config, DigitsModelConfig):
+        return digits_mlp(())
+    model = _call_builder(config.model)
+    try:
+        shape = _probe(model)
+    except Exception as exc:
+        raise ConfigError(
+            f"problem.model: model {config.model.name!r} cannot run on digits inputs "
+            f"[batch, {NUM_FEATURES}] ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"it must map [batch, {NUM_FEATURES}] pixels to [batch, {NUM_CLASSES}] logits."
+        ) from None
+    if shape != (1, 2, NUM_CLASSES):
+        raise ConfigError(
+            f"problem.model: model {config.model.name!r} maps digits inputs [2, "
+            f"{NUM_FEATURES}] to outputs {list(shape[1:])}; it must output [batch, "
+            f"{NUM_CLASSES}] logits (10 classes)."
+        )
+    return model
+
+
 # ----------------------------------------------------------------------------- data
 
 
@@ -118,41 +269,6 @@ def split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarr
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def layer_sizes(config: DigitsConfig) -> list[tuple[int, int]]:
-    """``(in, out)`` of each linear layer."""
-    if isinstance(config, DigitsMLPConfig):
-        return [(NUM_FEATURES, config.hidden), (config.hidden, NUM_CLASSES)]
-    return [(NUM_FEATURES, NUM_CLASSES)]
-
-
-class Layout:
-    """Offsets of each layer's ``W [in, out]`` and ``b [out]`` in the flat parameter vector."""
-
-    def __init__(self, sizes: list[tuple[int, int]]) -> None:
-        self.sizes = sizes
-        self.offsets: list[tuple[int, int]] = []
-        off = 0
-        for fan_in, fan_out in sizes:
-            self.offsets.append((off, off + fan_in * fan_out))
-            off += fan_in * fan_out + fan_out
-        self.dim = off
-
-    def unpack(self, X: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Views ``(W [n, in, out], b [n, out])`` per layer into ``X [n, dim]``."""
-        n = X.shape[0]
-        out = []
-        for (fan_in, fan_out), (w, b) in zip(self.sizes, self.offsets, strict=True):
-            out.append((X[:, w:b].view(n, fan_in, fan_out), X[:, b : b + fan_out]))
-        return out
-
-    def init_bounds(self) -> torch.Tensor:
-        """``[dim]`` float64 fan-in bounds ``1/sqrt(in)`` of every parameter."""
-        bounds = torch.empty(self.dim, dtype=torch.float64)
-        for (fan_in, fan_out), (w, b) in zip(self.sizes, self.offsets, strict=True):
-            bounds[w : b + fan_out] = fan_in**-0.5
-        return bounds
-
-
 class DigitsOracle(Oracle):
     """Oracle of the digits problems for the hosted data nodes.
 
@@ -160,6 +276,8 @@ class DigitsOracle(Oracle):
 
     Attributes
     ----------
+    model
+        The :class:`~fedopt.models.BatchedModel` (its ``layout`` is the parameter row's).
     X
         ``[k, max_m, 64]`` float32 training features, zero-padded per node.
     labels
@@ -186,8 +304,10 @@ class DigitsOracle(Oracle):
         self.seed = int(seed)
         self.device = device
         self.dtype = torch.float32
-        self.layout = Layout(layer_sizes(config))
-        self.dim = self.layout.dim
+        self.model = build_model(config)
+        self.layout = self.model.layout
+        self.dim = self.model.dim
+        self._bn = self.model.has_bn
         self.data_ranks = ranks = check_ranks(data_ranks, num_data_nodes, device)
         k = len(ranks)
 
@@ -231,43 +351,52 @@ class DigitsOracle(Oracle):
         self.weights = counts.double() / len(train)
         self.X_test = torch.from_numpy(X_all[test]).to(device)
         self.y_test = torch.from_numpy(y_all[test]).to(device)
+        widest = max(e.shape[-1] for e in self.layout.params if e.shape)
+        self._bytes_per_node = self.max_m * (NUM_FEATURES + 2 * widest) * 8
 
     # ------------------------------------------------------------------ model
 
-    def _forward(
-        self, W: torch.Tensor, Xb: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits ``[n, S, 10]`` and the input of every layer, for ``Xb [n, S, 64]``."""
-        inputs = []
-        h = Xb
-        layers = self.layout.unpack(W)
-        for i, (Wl, bl) in enumerate(layers):
-            inputs.append(h)
-            h = bmm(h, Wl).add_(bl.unsqueeze(1))
-            if i < len(layers) - 1:
-                h = h.relu_()
-        return h, inputs
+    def _buffers(self, n: int, W: torch.Tensor) -> torch.Tensor | None:
+        """Scratch BatchNorm buffer rows (batch statistics only: written, never read)."""
+        return self.model.init_buffers(n, W.dtype, W.device) if self._bn else None
 
-    def _grad_batch(
+    def _logits(self, W: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits ``[n, S, 10]`` of every node's rows ``W [n, dim]`` on ``inputs [n, S, 64]``.
+
+        Differentiable in ``W`` (callers may backpropagate through :meth:`value`).
+        """
+        B = self._buffers(len(W), W)
+        return self.model.forward(W, inputs, B, train=self._bn, differentiable=True)
+
+    def _grad_rows(
         self, W: torch.Tensor, Xb: torch.Tensor, lab: torch.Tensor, wts: torch.Tensor
     ) -> torch.Tensor:
-        """Gradient ``[n, dim]`` of ``sum_s wts[n, s] * CE(sample s)`` by backpropagation."""
-        n = W.shape[0]
-        logits, inputs = self._forward(W, Xb)
-        d = torch.softmax(logits, dim=2)
-        d.scatter_add_(2, lab.unsqueeze(2), torch.full_like(d[:, :, :1], -1.0))
-        d.mul_(wts.unsqueeze(2))
-        out = torch.empty(n, self.dim, dtype=self.dtype, device=W.device)
-        layers = self.layout.unpack(W)
-        for i in range(len(layers) - 1, -1, -1):
-            Wl, _ = layers[i]
-            w_off, b_off = self.layout.offsets[i]
-            gW = bmm(inputs[i].transpose(1, 2), d)  # [n, in, out]
-            out[:, w_off:b_off] = gW.reshape(n, -1)
-            out[:, b_off : b_off + Wl.shape[2]] = d.sum(dim=1)
-            if i > 0:
-                d = bmm(d, Wl.transpose(1, 2)).mul_(inputs[i] > 0)
-        return out
+        """Gradient ``[n, dim]`` of ``sum_s wts[n, s] * CE(sample s)`` (the model's kernel
+        where it has one)."""
+        B = self._buffers(len(W), W)
+        return self.model.grad(W, Xb, lab, B, weights=wts, train=self._bn)
+
+    def _full_batches(self, rows: torch.Tensor) -> Iterator[tuple[Any, int]]:
+        """``(selection of rows, samples)`` covering ``rows`` for full-batch passes.
+
+        Without BatchNorm: chunks of consecutive rows on the padded data (the padding has
+        weight 0). With BatchNorm the batch statistics must see a node's own samples only,
+        so the rows with ``m`` samples go together on their first ``m`` samples (nodes
+        without samples are skipped).
+        """
+        if not self._bn:
+            for sl in row_chunks(len(rows), self._bytes_per_node):
+                yield sl, self.max_m
+            return
+        counts = self.counts.index_select(0, rows)
+        for m in torch.unique(counts).tolist():
+            if m > 0:
+                yield torch.nonzero(counts == m).squeeze(1), int(m)
+
+    def _data(self, r: torch.Tensor, m: int, t: torch.Tensor) -> torch.Tensor:
+        """Rows ``r`` of the padded per-node tensor ``t``, cut to ``m`` samples."""
+        out = take(t, r)
+        return out if m == self.max_m else out[:, :m]
 
     def _finish(self, out: torch.Tensor, W: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Add the ridge term and zero the gradient of nodes without samples."""
@@ -287,9 +416,7 @@ class DigitsOracle(Oracle):
         ranks = self._ranks(rows)
         if self.config.same_init:
             ranks = torch.zeros_like(ranks)
-        u = rng.uniform(rng.node_keys(self.seed, "init", ranks, 0), self.dim, torch.float64)
-        bounds = self.layout.init_bounds().to(u.device)
-        return ((2.0 * u - 1.0) * bounds).to(self.dtype)
+        return self.layout.init_params(self.seed, ranks, self.dtype)
 
     def batch_indices(self, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[len(rows), batch_size]`` sample indices of each node's minibatch at ``step``.
@@ -300,13 +427,23 @@ class DigitsOracle(Oracle):
         return rng.randint(keys, self.config.batch_size, self.counts.index_select(0, rows))
 
     def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        W = X.to(self.dtype)
-        out = torch.empty_like(W)
-        per_node = self.max_m * (NUM_FEATURES + 2 * max(s[1] for s in self.layout.sizes)) * 8
-        for sl in row_chunks(len(rows), per_node):
+        return self._full_grad(X.to(self.dtype), rows, flip=False)
+
+    def _full_grad(self, W: torch.Tensor, rows: torch.Tensor, flip: bool) -> torch.Tensor:
+        out = torch.zeros_like(W) if self._bn else torch.empty_like(W)
+        if flip and not self._bn:  # one node at a time (as the attack was first written)
+            batches: Iterator[tuple[Any, int]] = (
+                (slice(i, i + 1), self.max_m) for i in range(len(rows))
+            )
+        else:
+            batches = self._full_batches(rows)
+        for sl, m in batches:
             r = rows[sl]
-            out[sl] = self._grad_batch(
-                W[sl], take(self.X, r), take(self.labels, r), take(self._full_w, r)
+            lab = self._data(r, m, self.labels)
+            if flip:
+                lab = (NUM_CLASSES - 1) - lab
+            out[sl] = self._grad_rows(
+                W[sl], self._data(r, m, self.X), lab, self._data(r, m, self._full_w)
             )
         return self._finish(out, W, rows)
 
@@ -329,16 +466,7 @@ class DigitsOracle(Oracle):
         B = self.config.batch_size
         W = X.to(self.dtype)
         if B == 0:
-            if not flip:
-                return self.full_grad(X, rows)
-            out = torch.empty_like(W)
-            for i in range(len(rows)):
-                r = rows[i : i + 1]
-                lab = (NUM_CLASSES - 1) - take(self.labels, r)
-                out[i : i + 1] = self._grad_batch(
-                    W[i : i + 1], take(self.X, r), lab, take(self._full_w, r)
-                )
-            return self._finish(out, W, rows)
+            return self._full_grad(W, rows, flip)
         n = len(rows)
         flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.max_m).view(-1)
         Xb = self._X_flat.index_select(0, flat).view(n, B, NUM_FEATURES)
@@ -346,19 +474,18 @@ class DigitsOracle(Oracle):
         if flip:
             lab = (NUM_CLASSES - 1) - lab
         wts = torch.full((n, B), 1.0 / B, dtype=self.dtype, device=W.device)
-        return self._finish(self._grad_batch(W, Xb, lab, wts), W, rows)
+        return self._finish(self._grad_rows(W, Xb, lab, wts), W, rows)
 
     def _losses(self, X: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-node mean cross-entropy ``[n]`` float64 and correct predictions ``[n]``."""
         W = X.to(self.dtype)
-        loss = torch.empty(len(rows), dtype=torch.float64, device=X.device)
-        correct = torch.empty(len(rows), dtype=torch.int64, device=X.device)
-        per_node = self.max_m * (NUM_FEATURES + 2 * max(s[1] for s in self.layout.sizes)) * 8
-        for sl in row_chunks(len(rows), per_node):
+        loss = torch.zeros(len(rows), dtype=torch.float64, device=X.device)
+        correct = torch.zeros(len(rows), dtype=torch.int64, device=X.device)
+        for sl, m in self._full_batches(rows):
             r = rows[sl]
-            logits, _ = self._forward(W[sl].contiguous(), take(self.X, r))
-            lab = take(self.labels, r)
-            mask = take(self.mask, r).bool()
+            logits = self._logits(W[sl].contiguous(), self._data(r, m, self.X))
+            lab = self._data(r, m, self.labels)
+            mask = self._data(r, m, self.mask).bool()
             logp = torch.log_softmax(logits.double(), dim=2)
             nll = -logp.gather(2, lab.unsqueeze(2)).squeeze(2)
             total = torch.where(mask, nll, torch.zeros_like(nll)).sum(dim=1)
@@ -388,11 +515,15 @@ class DigitsOracle(Oracle):
         }
 
     def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of ``x`` on the held-out test set."""
+        """Mean cross-entropy and accuracy of ``x`` on the held-out test set.
+
+        With BatchNorm the test set is one batch, normalised with its own statistics.
+        """
         if len(self.y_test) == 0:
             return {}
         W = x.to(self.dtype).reshape(1, -1)
-        logits, _ = self._forward(W, self.X_test.unsqueeze(0))
+        with torch.no_grad():
+            logits = self._logits(W, self.X_test.unsqueeze(0))
         logp = torch.log_softmax(logits[0].double(), dim=1)
         nll = -logp.gather(1, self.y_test.unsqueeze(1)).squeeze(1)
         acc = (logits[0].argmax(dim=1) == self.y_test).double().mean()
@@ -422,7 +553,7 @@ def _summary(config: DigitsConfig) -> dict[str, object]:
     _, y = load()
     train, test = split(y, config.test_fraction, 0)
     return {
-        "dim": Layout(layer_sizes(config)).dim,
+        "dim": build_model(config).dim,
         "classes": NUM_CLASSES,
         "train_samples": len(train),
         "test_samples": len(test),
@@ -440,7 +571,7 @@ class DigitsSoftmax(Problem):
 
     @classmethod
     def param_dim(cls, config: ProblemConfig) -> int | None:
-        return Layout(layer_sizes(coerce_config(config, DigitsSoftmaxConfig, "problem"))).dim
+        return build_model(coerce_config(config, DigitsSoftmaxConfig, "problem")).layout.dim
 
     @classmethod
     def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
@@ -461,7 +592,7 @@ class DigitsMLP(Problem):
 
     @classmethod
     def param_dim(cls, config: ProblemConfig) -> int | None:
-        return Layout(layer_sizes(coerce_config(config, DigitsMLPConfig, "problem"))).dim
+        return build_model(coerce_config(config, DigitsMLPConfig, "problem")).layout.dim
 
     @classmethod
     def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
@@ -470,3 +601,26 @@ class DigitsMLP(Problem):
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         return _summary(coerce_config(config, DigitsMLPConfig, "problem"))
+
+
+@PROBLEMS.register("digits_model")
+class DigitsModel(Problem):
+    """Any registered model of :mod:`fedopt.models` (default the CNN ``digits_cnn_bn``) on
+    scikit-learn digits."""
+
+    Config = DigitsModelConfig
+
+    oracle_class = DigitsOracle
+
+    @classmethod
+    def param_dim(cls, config: ProblemConfig) -> int | None:
+        return build_model(coerce_config(config, DigitsModelConfig, "problem")).layout.dim
+
+    @classmethod
+    def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
+        return _data_bytes(coerce_config(config, DigitsModelConfig, "problem"), num_nodes)
+
+    @staticmethod
+    def summary(config: ProblemConfig) -> dict[str, object]:
+        cfg = coerce_config(config, DigitsModelConfig, "problem")
+        return {**_summary(cfg), "model": cfg.model.name}

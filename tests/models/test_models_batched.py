@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import digits_reference as ref
 import pytest
 import torch
 from model_helpers import BUILTINS, build, inputs_for, node_module, random_state
@@ -97,24 +98,25 @@ def _oracle_batch(oracle, rows: torch.Tensor, step: int) -> tuple[torch.Tensor, 
 def test_equals_the_hand_written_digits_gradient_in_float64() -> None:
     oracle = _digits_oracle(batch_size=16)
     model = digits_mlp(8)
+    ref_layout = ref.Layout(ref.layer_sizes(8))
     rows = torch.arange(4)
     X = oracle.init_params(rows).double() + 0.2 * torch.randn(4, oracle.dim, dtype=torch.float64)
     xb, yb = _oracle_batch(oracle, rows, 5)
-    # run the hand-written backpropagation in float64: same kernel, data and params upcast
-    oracle.dtype = torch.float64
-    oracle._X_flat = oracle._X_flat.double()
-    hand = oracle.grad(X, rows, 5)
+    # the pre-models hand-written backpropagation in float64: data and params upcast
+    w16 = torch.full((4, 16), 1.0 / 16, dtype=torch.float64)
+    hand = ref.grad_batch(ref_layout, X, xb.double(), yb, w16)
     assert hand.dtype == torch.float64
     assert torch.equal(model.grad(X, xb, yb), hand)  # the kernel: the same operations
     for method in ("autograd", "func"):
         torch.testing.assert_close(model.grad(X, xb, yb, method=method), hand, rtol=0, atol=1e-12)
     # full batch: the oracle's padded per-node weights are the model's sample weights
-    oracle.X = oracle.X.double()
-    oracle._full_w = w = oracle.mask.double() / oracle.counts.double().unsqueeze(1)
-    full = oracle.full_grad(X, rows)
+    w = oracle.mask.double() / oracle.counts.double().unsqueeze(1)
+    full = ref.grad_batch(ref_layout, X, oracle.X.double(), oracle.labels, w)
     for method in ("auto", "autograd"):
         G = model.grad(X, oracle.X, oracle.labels, weights=w, method=method)
         torch.testing.assert_close(G, full, rtol=0, atol=1e-12)
+    oracle.dtype = torch.float64  # the oracle's value in float64 (its data upcast)
+    oracle.X = oracle.X.double()
     val = oracle.value(X, rows)
     loss = model.loss(X, oracle.X, oracle.labels, weights=w)
     torch.testing.assert_close(loss, val, rtol=0, atol=1e-12)
@@ -128,10 +130,12 @@ def test_equals_the_hand_written_digits_gradient_in_float32() -> None:
     model = digits_mlp(32)
     G = model.grad(X, xb, yb)
     assert G.dtype == torch.float32
-    assert torch.equal(G, oracle.grad(X, rows, 1))  # bitwise: the kernel is the oracle's
+    hand = ref.grad_batch(ref.Layout(ref.layer_sizes(32)), X, xb, yb, torch.full((4, 32), 1 / 32))
+    assert torch.equal(G, hand)  # bitwise: the kernel is the old hand-written code
+    assert torch.equal(G, oracle.grad(X, rows, 1))  # and the oracle's path
     for method in ("autograd", "func"):
         G = model.grad(X, xb, yb, method=method)
-        torch.testing.assert_close(G, oracle.grad(X, rows, 1), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(G, hand, rtol=1e-5, atol=1e-6)
     loss, _ = model.value_and_grad(X, xb, yb)
     torch.testing.assert_close(loss, model.loss(X, xb, yb, method="autograd"))
 

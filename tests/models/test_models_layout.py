@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from digits_reference import Layout
+from digits_reference import init_params as reference_init
 from model_helpers import BUILTINS, build, inputs_for, random_state
 from torch import nn
 
 import fedopt.problems as P
 from fedopt.errors import ConfigError
 from fedopt.models import BatchedModel, ParamLayout, PermGroup, UnitAxis, digits_mlp, unit_group
-from fedopt.problems.digits import Layout, layer_sizes
 
 
 @pytest.mark.parametrize("hidden", [(), 7, (5, 3)])
@@ -42,9 +43,12 @@ def test_init_params_equal_the_digits_oracle_init() -> None:
     oracle = P.PROBLEMS.get("digits_mlp").build(
         config, seed=4, data_ranks=torch.arange(3), num_data_nodes=3, device=torch.device("cpu")
     )
-    assert layer_sizes(config)[0] == (64, 9)
+    assert oracle.layout.entry("fc1.weight").shape == (64, 9)
     model = digits_mlp(9)
-    assert torch.equal(model.init_params(4, torch.arange(3)), oracle.init_params(torch.arange(3)))
+    ref = reference_init(Layout([(64, 9), (9, 10)]), 4, torch.arange(3))
+    assert not torch.equal(ref[0], ref[1])
+    assert torch.equal(model.init_params(4, torch.arange(3)), ref)
+    assert torch.equal(oracle.init_params(torch.arange(3)), ref)
 
 
 def test_views_share_storage_and_flatten_inverts_them() -> None:

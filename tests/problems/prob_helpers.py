@@ -24,6 +24,13 @@ SMALL: dict[str, dict[str, object]] = {
         "batch_size": 16,
         "partition": {"kind": "dirichlet", "alpha": 0.5},
     },
+    "digits_model": {  # the BatchNorm CNN, batch statistics only, one node at a time
+        "name": "digits_model",
+        "model": {"name": "digits_cnn_bn", "channels": [3, 4]},
+        "batch_size": 8,
+        "l2": 0.001,
+        "partition": {"kind": "dirichlet", "alpha": 0.5},
+    },
 }
 
 
