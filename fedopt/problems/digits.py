@@ -67,11 +67,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from fedopt import rng
 from fedopt.errors import ConfigError
-from fedopt.fields import COUNT_MAX
+from fedopt.fields import COUNT_MAX, Section
 from fedopt.models import MODELS, BatchedModel, digits_mlp
 from fedopt.problems._common import check_ranks, coerce_config, row_chunks, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig, Step
@@ -117,7 +117,7 @@ class DigitsMLPConfig(DigitsConfig):
     hidden: int = Field(32, ge=1, le=COUNT_MAX, description="width of the hidden layer")
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(Section):
     """A registered model and its builder's keyword arguments (every other key).
 
     ``{name: digits_cnn_bn, channels: [8, 16]}`` builds ``MODELS.get("digits_cnn_bn")(
@@ -127,7 +127,7 @@ class ModelSpec(BaseModel):
     gradients then differ in the last bits with the number of nodes sharing a call.
     """
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     name: str = Field("digits_cnn_bn", description="registered model (fedopt.models.MODELS)")
 

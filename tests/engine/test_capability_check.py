@@ -70,8 +70,8 @@ def test_label_flipping_needs_labels() -> None:
         )
     assert str(err.value).startswith(
         "byzantine.attack: attack 'label_flip' needs capability 'labels' which problem "
-        "'quadratic' does not provide; problems that provide it: digits_mlp, digits_softmax, "
-        "logistic."
+        "'quadratic' does not provide; problems that provide it: digits_mlp, digits_model, "
+        "digits_softmax, logistic."
     )
     require({Capability.LABELS}, "attack 'label_flip'", "logistic", PROBLEMS.get("logistic"))
 

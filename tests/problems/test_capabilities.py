@@ -17,13 +17,14 @@ from fedopt.problems.capabilities import (
 )
 from fedopt.problems.quadratic import QuadraticOracle
 
-BUILTIN = {"quadratic", "least_squares", "logistic", "digits_softmax", "digits_mlp"}
+BUILTIN = {"quadratic", "least_squares", "logistic", "digits_softmax", "digits_mlp", "digits_model"}
 EXPECTED = {
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
     "logistic": {"labels", "noisy_queries", "per_sample_gradients"},
     "digits_softmax": {"labels"},
     "digits_mlp": {"labels"},
+    "digits_model": {"labels"},
 }
 
 
@@ -41,7 +42,12 @@ def test_builtin_capabilities() -> None:
     for name, caps in EXPECTED.items():
         assert {c.value for c in P.PROBLEMS.get(name).capabilities()} == caps
     assert providers(Capability.CONJUGATE_GRADIENTS) == ["least_squares", "quadratic"]
-    assert providers(Capability.LABELS) == ["digits_mlp", "digits_softmax", "logistic"]
+    assert providers(Capability.LABELS) == [
+        "digits_mlp",
+        "digits_model",
+        "digits_softmax",
+        "logistic",
+    ]
     assert providers(Capability.PER_SAMPLE_GRADIENTS) == ["least_squares", "logistic"]
     assert providers(Capability.MODEL) == []
     assert members(Capability.MODEL) == ("buffers", "evaluate_nodes", "layout")
