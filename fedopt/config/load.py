@@ -25,6 +25,7 @@ from fedopt.config.schema import ExperimentConfig
 from fedopt.errors import ConfigError, closest
 from fedopt.plugins import load_plugins
 from fedopt.problems import PROBLEMS
+from fedopt.validation import format_validation_error as _format
 
 _SECTION_REGISTRIES = {"algorithm": ALGORITHMS, "problem": PROBLEMS}
 
@@ -279,32 +280,13 @@ def apply_overrides(
     return out
 
 
-def _model_at(
-    loc: tuple[Any, ...], data: dict[str, Any], root: type[BaseModel]
-) -> type[BaseModel] | None:
-    """The pydantic model that owns the field at ``loc[:-1]`` (for key suggestions)."""
-    model: type[BaseModel] | None = root
-    raw: Any = data
-    for part in loc[:-1]:
-        if model is None:
-            return None
-        raw = raw.get(part) if isinstance(raw, dict) else None
-        if part in _SECTION_REGISTRIES and model is ExperimentConfig:
-            name = raw.get("name") if isinstance(raw, dict) else None
-            reg = _SECTION_REGISTRIES[part]
-            model = reg.get(name).Config if name in reg else None
-            continue
-        field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        model = next(
-            (
-                a
-                for a in getattr(ann, "__args__", (ann,))
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ),
-            None,
-        )
-    return model
+def _registry_section(part: Any, raw: Any, model: type[BaseModel]) -> Any:
+    """The algorithm's or problem's own config model under the experiment's sections."""
+    if part in _SECTION_REGISTRIES and model is ExperimentConfig:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        reg = _SECTION_REGISTRIES[part]
+        return reg.get(name).Config if name in reg else None
+    return False
 
 
 def format_validation_error(
@@ -313,35 +295,9 @@ def format_validation_error(
     root: type[BaseModel] = ExperimentConfig,
     prefix: str = "",
 ) -> str:
-    """One readable line per error: field path, message, offending value, fix.
-
-    ``root`` is the model that validated ``data``; ``prefix`` is its dotted path in
-    the experiment (``"algorithm"`` for an algorithm's own model).
-    """
-    lines = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join([prefix, *(str(p) for p in loc)] if prefix else [str(p) for p in loc])
-        path = path or "(top level)"
-        if err["type"] == "extra_forbidden":
-            model = _model_at(loc, data, root)
-            allowed = sorted(model.model_fields) if model else []
-            hint = closest(str(loc[-1]), allowed)
-            dym = f" Did you mean {hint!r}?" if hint else ""
-            lines.append(
-                f"{path}: unknown key {loc[-1]!r}.{dym} Allowed keys: {', '.join(allowed)}."
-            )
-            continue
-        msg = err["msg"].removeprefix("Value error, ")
-        if msg.startswith((path + ".", path + ":")):  # a validator that names its own field
-            lines.append(msg)
-            continue
-        value = err.get("input")
-        shown = "" if isinstance(value, dict) or err["type"] == "missing" else f" (got {value!r})"
-        if value is None and err["type"] != "missing":
-            shown = f" (got null; --unset {path} restores the default)"
-        lines.append(f"{path}: {msg}{shown}")
-    return "\n".join(lines)
+    """:func:`fedopt.validation.format_validation_error` for experiment data (the
+    algorithm and problem sections resolve to their registered models)."""
+    return _format(exc, data, root, prefix, _registry_section)
 
 
 def _section_errors(data: dict[str, Any]) -> list[str]:

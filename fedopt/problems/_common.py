@@ -21,8 +21,9 @@ from typing import Any, Literal, TypeVar
 import torch
 from pydantic import BaseModel, ValidationError
 
-from fedopt.errors import ConfigError, closest
+from fedopt.errors import ConfigError
 from fedopt.numerics import bmm as bmm  # re-exported for the problem modules
+from fedopt.validation import format_validation_error
 
 DTypeName = Literal["float32", "float64"]
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
@@ -34,46 +35,10 @@ C = TypeVar("C", bound=BaseModel)
 
 
 def config_error(exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
-    """Turn a pydantic ``ValidationError`` into a :class:`ConfigError`.
-
-    Each line names the dotted field path (``prefix.field.sub``), what is wrong (which
-    says the fix, e.g. "Input should be greater than 0") and the offending value.
-    Messages raised by model validators that already start with ``prefix`` are kept.
-    """
-    lines = []
-    for err in exc.errors():
-        loc = [str(part) for part in err["loc"]]
-        path = ".".join([prefix, *loc])
-        msg = str(err["msg"])
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if msg.startswith(prefix + ".") or msg.startswith(prefix + ":"):
-            lines.append(msg)
-            continue
-        if err["type"] == "extra_forbidden":
-            known = _fields_at(model, loc[:-1])
-            hint = closest(loc[-1], known) if loc else None
-            did_you_mean = f" Did you mean {hint!r}?" if hint else ""
-            lines.append(
-                f"{path}: unknown field.{did_you_mean} Remove it or use one of: "
-                f"{', '.join(sorted(known))}."
-            )
-        elif err["type"] == "missing":
-            lines.append(f"{path}: required field is missing; set it.")
-        else:
-            lines.append(f"{path}: {msg} (got {err.get('input')!r}).")
-    return ConfigError("\n".join(lines))
-
-
-def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
-    """Field names of the (nested) model reached by following ``loc`` from ``model``."""
-    current: Any = model
-    for part in loc:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        current = field.annotation
-    return list(getattr(current, "model_fields", {}))
+    """A pydantic ``ValidationError`` of ``model`` (at ``prefix``) as a :class:`ConfigError`,
+    one line per problem, worded as every other section's
+    (:func:`fedopt.validation.format_validation_error`)."""
+    return ConfigError(format_validation_error(exc, {}, model, prefix))
 
 
 def coerce_config(config: BaseModel | Mapping[str, Any], model: type[C], prefix: str) -> C:
