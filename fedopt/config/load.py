@@ -300,9 +300,14 @@ def format_validation_error(
     return _format(exc, data, root, prefix, _registry_section)
 
 
-def _section_errors(data: dict[str, Any]) -> list[str]:
-    """Validate the algorithm and problem sections with their own models first."""
+def _section_errors(data: dict[str, Any]) -> tuple[list[str], dict[str, BaseModel]]:
+    """Validate the algorithm and problem sections with their own models first.
+
+    Returns the error lines and the validated section models, which the experiment model
+    then takes as they are (each section is validated once).
+    """
     problems: list[str] = []
+    done: dict[str, BaseModel] = {}
     for section, reg in _SECTION_REGISTRIES.items():
         raw = data.get(section)
         if raw is None:
@@ -319,11 +324,11 @@ def _section_errors(data: dict[str, Any]) -> list[str]:
             problems.append(str(exc))
             continue
         try:
-            entry.Config.model_validate(raw)
+            done[section] = entry.Config.model_validate(raw)
         except ValidationError as exc:
             sub = format_validation_error(exc, raw, root=entry.Config, prefix=section)
             problems.extend(sub.splitlines())
-    return problems
+    return problems, done
 
 
 def validate(data: dict[str, Any], base_dir: Path | None = None) -> ExperimentConfig:
@@ -336,9 +341,9 @@ def validate(data: dict[str, Any], base_dir: Path | None = None) -> ExperimentCo
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"plugins: expected a list of Python file paths, got {plugins!r}")
     load_plugins(plugins, base_dir)
-    problems = _section_errors(data)
+    problems, sections = _section_errors(data)
     try:
-        cfg = ExperimentConfig.model_validate(data)
+        cfg = ExperimentConfig.model_validate({**data, **sections})
     except ValidationError as exc:
         rest = [
             line
