@@ -32,7 +32,7 @@ def test_problem_errors_read_alike_on_both_paths(problem: dict, line: str) -> No
     assert direct in via_experiment  # the same line, inside the experiment's list
 
 
-PLUGIN = '''
+PLUGIN = """
 from typing import Literal
 
 from pydantic import model_validator
@@ -55,7 +55,7 @@ class OnceConfig(DSGDConfig):
 @ALGORITHMS.register("validated_once")
 class ValidatedOnce(DSGD):
     Config = OnceConfig
-'''
+"""
 
 
 def test_each_section_is_validated_once(tmp_path) -> None:
