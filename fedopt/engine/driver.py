@@ -25,6 +25,7 @@ from fedopt.engine.records import (
     make_record,
     mark_nonfinite,
     merge_accounts,
+    replay_records,
 )
 from fedopt.engine.reduce import canonical_sum
 from fedopt.engine.worker import EvalPartial
@@ -248,13 +249,8 @@ def run_schedule(
     every_ckpt = cfg.output.checkpoint_every
     if resume is not None:
         group.restore(resume["workers"])
-        records.extend(resume["records"])
         t, sim_time = int(resume["round"]), float(resume["sim_time"])
-        if on_restore is not None:
-            on_restore(list(records))
-        else:
-            for rec in records:
-                on_record(rec)
+        replay_records(records, resume["records"], on_record, on_restore)
     else:
         record(0)
         t = 0

@@ -31,7 +31,7 @@ import torch
 from fedopt.engine.driver import RunResult
 from fedopt.engine.events_worker import StepResult
 from fedopt.engine.plan import Plan
-from fedopt.engine.records import MergedAccounts, make_record
+from fedopt.engine.records import MergedAccounts, make_record, replay_records
 from fedopt.network.counters import Counters
 from fedopt.network.meter import MeterTotals
 from fedopt.problems.base import Oracle
@@ -117,15 +117,10 @@ def drive_events(
     every_ckpt = cfg.output.checkpoint_every
     if resume is not None:
         group.restore(resume["workers"])
-        records.extend(resume["records"])
         blocks, sim_time = int(resume["round"]), float(resume["sim_time"])
         counts.update(resume["counts"])
         next_tick = resume["next_tick"]
-        if on_restore is not None:
-            on_restore(list(records))
-        else:
-            for rec in records:
-                on_record(rec)
+        replay_records(records, resume["records"], on_record, on_restore)
     else:
         record(0)
     while True:

@@ -23,7 +23,7 @@ hosted node id, metric rows by node id), so records are the same on every engine
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +129,26 @@ def merge_accounts(
             if value is not None:
                 merged.metrics[name] = value
     return merged
+
+
+def replay_records(
+    records: list[dict[str, Any]],
+    saved: Sequence[dict[str, Any]],
+    on_record: Callable[[dict[str, Any]], None],
+    on_restore: Callable[[list[dict[str, Any]]], None] | None,
+) -> None:
+    """Put a checkpoint's records back: into ``records``, then to the listener.
+
+    ``on_restore`` receives them all at once (a run directory rewrites its
+    ``metrics.jsonl``); without it each goes to ``on_record`` as if just recorded.
+    Shared by the round and the event driver.
+    """
+    records.extend(saved)
+    if on_restore is not None:
+        on_restore(list(records))
+    else:
+        for rec in records:
+            on_record(rec)
 
 
 def mark_nonfinite(rec: dict[str, Any], ids: torch.Tensor, params: torch.Tensor) -> None:
