@@ -1,4 +1,4 @@
-"""``fedopt`` command line: run, validate, list, topology, report, bench, cluster, doctor."""
+"""``fedopt`` command line: run, sweep, validate, list, topology, report, bench, cluster, doctor."""
 
 from __future__ import annotations
 
@@ -343,11 +343,99 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fedopt.results.report import report
+    from fedopt.sweep.manifest import MANIFEST
 
     if args.out:
         check_output_folder(args.out, "--out", inside=True)
+    sweeps = [d for d in args.run_dirs if (Path(d) / MANIFEST).is_file()]
+    if sweeps:
+        if len(args.run_dirs) > 1:
+            raise ConfigError(
+                f"report: {sweeps[0]!r} is a sweep directory; report it alone (fedopt report "
+                f"{sweeps[0]}) or give run directories only"
+            )
+        args.sweep_dir = sweeps[0]
+        args.metrics, args.by, args.x, args.y = None, None, None, None
+        args.select, args.select_by, args.mode, args.no_plots = None, None, None, False
+        return cmd_sweep_report(args)
     out = report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
     print(f"plots: {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from fedopt.sweep import load_sweep, run_sweep
+    from fedopt.sweep.expand import expand, prepare
+    from fedopt.sweep.report import sweep_report
+    from fedopt.sweep.runner import default_sweep_dir
+
+    spec = load_sweep(args.sweep)
+    if args.set:
+        from fedopt.config.load import load_yaml_text
+
+        extra = []
+        for item in args.set:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. stop.rounds=20")
+            key, raw = item.split("=", 1)
+            extra.append((key.strip(), load_yaml_text(raw, f"--set {item!r}")))
+        from dataclasses import replace
+
+        spec = replace(spec, sets=(*spec.sets, *extra))
+    out = Path(args.out) if args.out else default_sweep_dir(spec)
+    if args.dry_run:
+        cells = expand(spec, note=lambda s: print(f"note: {s}", file=sys.stderr))
+        preps = prepare(spec, cells)
+        for p in preps:
+            extra_info = f"  step {p.cell.step:g}" if p.cell.step is not None else ""
+            print(f"{p.cell.name}{extra_info}")
+        searches = len({p.cell.search for p in preps if p.cell.search})
+        more = f" (at most; {searches} halving searches)" if searches else ""
+        print(f"ok: {spec.name}: {len(preps)} cells{more} validate; sweep directory {out}")
+        return 0
+    check_output_folder(out, "--out", inside=True)
+    outcome = run_sweep(
+        spec,
+        out,
+        jobs=args.jobs,
+        address=args.address,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+    )
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
+    print(
+        f"sweep {spec.name}: {outcome.total} cells ({counts}; {outcome.skipped} were already "
+        f"done) in {outcome.wall_s:.1f} s"
+    )
+    for name, error in outcome.failed:
+        print(f"failed: {name}: {error.splitlines()[0] if error else '?'}", file=sys.stderr)
+    if not args.no_report:
+        result = sweep_report(out, plots=not args.no_plots)
+        if not args.quiet:
+            print(result["markdown"])
+    print(f"results: {out}")
+    return 1 if outcome.failed else 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from fedopt.sweep.report import sweep_report
+
+    if args.out:
+        check_output_folder(args.out, "--out", inside=True)
+    result = sweep_report(
+        args.sweep_dir,
+        args.out,
+        metrics=args.metrics,
+        by=args.by,
+        x=args.x,
+        y=args.y,
+        select=args.select,
+        select_by=args.select_by,
+        mode=args.mode,
+        plots=not args.no_plots,
+    )
+    print(result["markdown"])
+    print(f"report: {result['folder']} ({', '.join(result['files'])})")
     return 0
 
 
@@ -414,6 +502,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.set_defaults(func=cmd_run)
 
+    p = command(
+        "sweep",
+        "run a grid of experiments (axes, seeds, halving) in parallel, resumably",
+        description="Run every cell of a sweep file: a base experiment and axes (grid over "
+        "dotted keys, zip, named cells, seeds, an optional step-size halving rule). Every "
+        "cell is validated before anything runs; finished cells are skipped when run again. "
+        "See README.md, section Sweeps.",
+    )
+    p.add_argument("sweep", help="the sweep YAML")
+    p.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="cells at once (default: the usable cores / resources.cpus; 1: in this "
+        "process); with --address: Ray tasks in flight",
+    )
+    p.add_argument(
+        "--address",
+        help="run each cell as a Ray task on this cluster (host:port, auto; 'local' starts "
+        "a local Ray); token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every cell, e.g. --set stop.rounds=20 (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="rerun finished cells whose config changed"
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-cell lines")
+    p.add_argument("--no-report", action="store_true", help="do not write the tables at the end")
+    p.add_argument("--no-plots", action="store_true", help="tables only, no PNG plots")
+    p.set_defaults(func=cmd_sweep)
+
+    p = command("sweep-report", "tables (mean ± std over seeds) and plots of a sweep directory")
+    p.add_argument("sweep_dir")
+    p.add_argument("--out", help="folder for the tables and plots (default: the sweep directory)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="table columns: summary keys (final_loss), min(loss), max(test_accuracy), "
+        "X@Y<=V (default: the sweep's report.metrics, else the usual final figures)",
+    )
+    p.add_argument("--by", help="group the plots by this axis (default: the first that varies)")
+    p.add_argument("--x", help="record key on the curves' x axis (default: round)")
+    p.add_argument("--y", help="record key on the curves' y axis (default: loss)")
+    p.add_argument("--select", metavar="METRIC", help="model selection by this metric")
+    p.add_argument("--select-by", nargs="+", metavar="AXIS", help="one winner per value of these")
+    p.add_argument("--mode", choices=["min", "max"], help="lowest or highest metric wins")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(func=cmd_sweep_report)
+
     p = command("validate", "check an experiment (and its topology) without running")
     p.add_argument("config")
     _add_set(p)
@@ -444,7 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_topology)
 
-    p = command("report", "plot and tabulate one or more run directories")
+    p = command("report", "plot and tabulate run directories (or a sweep directory)")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="folder for the PNG plots (default: the first run directory)")
     p.set_defaults(func=cmd_report)
