@@ -81,6 +81,7 @@ class Prepared:
     config: ExperimentConfig
     saved: dict[str, Any]
     digest: str
+    index: int = 0
 
 
 def saved_digest(saved: dict[str, Any]) -> str:
@@ -436,7 +437,7 @@ def prepare(spec: SweepSpec, cells: list[Cell], compile_plans: bool = True) -> l
                 by_message.setdefault(_sweep_line(line.strip(), sweep_keys), []).append(cell.name)
             continue
         saved = portable_config(config.model_dump(mode="json"), inputs)
-        out.append(Prepared(cell, config, saved, saved_digest(saved)))
+        out.append(Prepared(cell, config, saved, saved_digest(saved), len(out)))
     if by_message:
         problems = []
         for message, names in by_message.items():

@@ -146,9 +146,11 @@ class SweepResults:
     def __init__(self, folder: Path, manifest: dict[str, Any]) -> None:
         self.folder = folder
         self.manifest = manifest
-        self.cells = [
-            CellResult(name, folder / name, entry) for name, entry in manifest["cells"].items()
-        ]
+        cells = sorted(
+            manifest["cells"].items(),
+            key=lambda kv: (kv[1].get("index") is None, kv[1].get("index") or 0),
+        )
+        self.cells = [CellResult(name, folder / name, entry) for name, entry in cells]
         self._metrics: dict[str, Metric] = {}
 
     @classmethod

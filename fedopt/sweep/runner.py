@@ -135,6 +135,7 @@ def _axes_record(spec: SweepSpec) -> list[dict[str, Any]]:
 def _entry(prep: Prepared, status: str) -> dict[str, Any]:
     c = prep.cell
     return {
+        "index": prep.index,
         "point": c.point,
         "search": c.search,
         "columns": dict(c.columns),
