@@ -62,7 +62,8 @@ class ReportFiles:
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             self.known = set(json.loads((folder / REPORT_MARKER).read_text()).get("files", []))
-        except (OSError, ValueError, AttributeError):
+            self.known.add(REPORT_MARKER)
+        except (OSError, ValueError, AttributeError, TypeError):
             self.known = set()
         self.written: list[str] = []
 
@@ -204,7 +205,7 @@ def _finite(v: Any) -> bool:
 
 
 def _label(p: Point, drop: list[str]) -> str:
-    parts = [v for k, v in p.columns.items() if k not in drop]
+    parts = [f"{k}={v}" for k, v in p.columns.items() if k not in drop]
     return ", ".join(parts) or p.name
 
 
