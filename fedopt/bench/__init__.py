@@ -8,6 +8,20 @@ from typing import Any
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Dispatch ``fedopt bench WORKLOAD`` and return its JSON record."""
+    if args.workload == "sweep":
+        from fedopt.bench.sweep import bench_sweep
+
+        return bench_sweep(
+            cells=args.cells,
+            jobs=args.jobs,
+            rounds=args.rounds or 300,
+            nodes=args.nodes or 32,
+            dim=args.dim or 200,
+        )
+    defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000}
+    args = argparse.Namespace(
+        **{**vars(args), **{k: v for k, v in defaults.items() if getattr(args, k) is None}}
+    )
     engine: dict[str, Any] = {"kind": args.engine}
     if args.engine == "ray":
         engine.update({k: v for k, v in (("actors", args.actors), ("address", args.address)) if v})

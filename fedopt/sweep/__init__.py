@@ -64,7 +64,25 @@ cells cleanly. Modules: :mod:`~fedopt.sweep.spec` (the file), :mod:`~fedopt.swee
 selection).
 """
 
-from fedopt.sweep.runner import SweepOutcome, run_sweep
-from fedopt.sweep.spec import SweepSpec, load_sweep, parse_sweep
+from __future__ import annotations
 
-__all__ = ["SweepOutcome", "SweepSpec", "load_sweep", "parse_sweep", "run_sweep"]
+from typing import Any
+
+_EXPORTS = {
+    "SweepOutcome": "fedopt.sweep.runner",
+    "run_sweep": "fedopt.sweep.runner",
+    "SweepSpec": "fedopt.sweep.spec",
+    "load_sweep": "fedopt.sweep.spec",
+    "parse_sweep": "fedopt.sweep.spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use, so that fedopt.sweep.processes starts workers before torch
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fedopt.sweep' has no attribute {name!r}")

@@ -4,9 +4,9 @@ Every executor takes :class:`~fedopt.sweep.worker.CellTask` objects and hands ba
 result dicts of :func:`~fedopt.sweep.worker.run_cell`, as they finish:
 
 * :class:`InlineExecutor` (``--jobs 1``): one cell at a time in this process.
-* :class:`PoolExecutor` (``--jobs N``): N worker processes started once (forkserver,
-  so torch is imported once and each worker forks from it), each running one cell at
-  a time with its torch threads pinned. A worker that dies (killed, out of memory) is
+* :class:`PoolExecutor` (``--jobs N``): N worker processes started at once (fresh
+  interpreters, :mod:`fedopt.sweep.processes`), each running one cell at a time with
+  its torch threads pinned. A worker that dies (killed, out of memory) is
   reported as its cell's failure and replaced; the other cells go on. On a signal each
   running cell stops cleanly (its partial run directory removed) before the pool ends.
 * :class:`RayExecutor` (``--address``): one Ray task per cell, with ``num_cpus`` its
@@ -17,9 +17,9 @@ result dicts of :func:`~fedopt.sweep.worker.run_cell`, as they finish:
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
+import subprocess
 import time
 from collections import deque
 from multiprocessing.connection import wait as wait_any
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from fedopt.errors import ConfigError
-from fedopt.sweep.worker import CellTask, run_cell, run_cell_elsewhere, worker_main
+from fedopt.sweep.processes import WorkerProcess, adopt
+from fedopt.sweep.worker import CellTask, run_cell, run_cell_elsewhere
 
 
 def _died(task: CellTask, exitcode: int | None) -> dict[str, Any]:
@@ -46,6 +47,7 @@ def _died(task: CellTask, exitcode: int | None) -> dict[str, Any]:
         "error": f"the worker process running it died ({how}){hint}",
         "traceback": None,
         "wall_s": None,
+        "died": True,
     }
 
 
@@ -81,96 +83,119 @@ class InlineExecutor:
         """Nothing to release."""
 
 
-class _Worker:
-    def __init__(self, ctx: Any) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=worker_main, args=(child,), daemon=True)
-        self.process.start()
-        child.close()
-        self.task: CellTask | None = None
-
-
 class PoolExecutor:
     """``jobs`` worker processes, each running one cell at a time.
+
+    While cells are short (a mean under :attr:`SHORT_S` seconds) each worker is sent
+    its next cell before it finishes the current one, so it never waits for this
+    process to answer (which, on a busy machine, is a scheduling delay per cell); long
+    cells are sent one at a time, so the last ones are shared out evenly.
 
     Parameters
     ----------
     jobs
-        Number of worker processes (started as cells need them).
+        Number of worker processes. All start at once (each imports torch once), so
+        their start overlaps the validation of the cells.
     """
 
     kind = "pool"
+    SHORT_S = 2.0
 
     def __init__(self, jobs: int) -> None:
-        methods = mp.get_all_start_methods()
-        if "forkserver" in methods:
-            self.ctx = mp.get_context("forkserver")
-            self.ctx.set_forkserver_preload(["fedopt.sweep.worker"])
-        else:  # pragma: no cover - Windows
-            self.ctx = mp.get_context("spawn")
-        self.slots = jobs
-        self.workers: list[_Worker] = []
+        self.jobs = jobs
+        self.workers: list[WorkerProcess] = adopt(jobs)  # started early by fedopt sweep
+        while len(self.workers) < jobs:
+            self.workers.append(WorkerProcess())
+        for w in self.workers:
+            w.task = deque()
+        self._walls: list[float] = []
+
+    @property
+    def slots(self) -> int:
+        """Cells that may be in flight: two per worker while cells are short."""
+        walls = self._walls[-50:]
+        short = not walls or sum(walls) / len(walls) < self.SHORT_S
+        return self.jobs * (2 if short and len(self._walls) >= self.jobs else 1)
 
     def busy(self) -> int:
-        """Cells running now."""
-        return sum(w.task is not None for w in self.workers)
+        """Cells sent and not yet handed back."""
+        return sum(len(w.task) for w in self.workers)
 
     def submit(self, task: CellTask) -> None:
-        """Send a cell to an idle worker (starting one if fewer than ``jobs`` exist)."""
-        idle = next((w for w in self.workers if w.task is None), None)
-        if idle is None:
-            if len(self.workers) >= self.slots:
-                raise RuntimeError("PoolExecutor.submit: no free worker")
-            idle = _Worker(self.ctx)
-            self.workers.append(idle)
-        idle.task = task
-        idle.conn.send(task)
+        """Send a cell to the worker with the fewest (replacing workers that died)."""
+        if len(self.workers) < self.jobs:
+            w = WorkerProcess()
+            w.task = deque()
+            self.workers.append(w)
+        w = min(self.workers, key=lambda w: len(w.task))
+        w.task.append(task)
+        try:
+            w.conn.send(task)
+        except OSError:  # it died: the next poll reports it
+            pass
 
     def poll(self, timeout: float) -> list[dict[str, Any]]:
-        """Results of the cells that finished within ``timeout`` seconds."""
-        running = [w for w in self.workers if w.task is not None]
+        """Results of the cells that finished within ``timeout`` seconds.
+
+        A worker that died fails the cell it was running; the cells it had not started
+        come back with status ``requeue``.
+        """
+        running = [w for w in self.workers if w.task]
         if not running:
             return []
-        handles = [w.conn for w in running] + [w.process.sentinel for w in running]
-        ready = set(wait_any(handles, timeout))
+        ready = set(wait_any([w.conn for w in running], timeout))
         out = []
         for w in running:
-            assert w.task is not None
-            if w.conn in ready:
-                try:
-                    out.append(w.conn.recv())
-                    w.task = None
-                    continue
-                except (EOFError, OSError):
-                    pass
-            if w.conn in ready or w.process.sentinel in ready:
-                w.process.join(timeout=5)
-                out.append(_died(w.task, w.process.exitcode))
-                w.task = None
-                self.workers.remove(w)
+            if w.conn not in ready:
+                continue
+            try:
+                while True:  # every result this worker has sent
+                    result = w.conn.recv()
+                    w.task.popleft()
+                    if isinstance(result.get("wall_s"), (int, float)):
+                        self._walls.append(result["wall_s"])
+                    out.append(result)
+                    if not (w.task and w.conn.poll()):
+                        break
+                continue
+            except (EOFError, OSError):
+                pass
+            try:
+                code = w.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                w.process.kill()
+                code = w.process.wait()
+            if w.task:
+                out.append(_died(w.task.popleft(), code))
+            out.extend(_requeued(t) for t in w.task)
+            w.conn.close()
+            self.workers.remove(w)
         return out
 
     def interrupt(self, grace_s: float = 30.0) -> list[dict[str, Any]]:
-        """Stop every running cell cleanly (SIGTERM: its partial directory is removed)."""
+        """Stop every running cell cleanly (SIGTERM: its partial directory is removed);
+        a worker exits after an interrupted cell, so the cells queued behind it never
+        start."""
         out = []
         for w in self.workers:
-            if w.task is not None and w.process.pid is not None:
+            if w.task:
                 try:
-                    os.kill(w.process.pid, signal.SIGTERM)
+                    os.kill(w.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
         deadline = time.monotonic() + grace_s
         while self.busy() and time.monotonic() < deadline:
             for res in self.poll(0.2):
-                if res["status"] == "failed" and "worker process" in (res.get("error") or ""):
+                if res["status"] in ("failed", "requeue") and res.get("died"):
                     res["status"] = "interrupted"
                 out.append(res)
-        for w in self.workers:
-            if w.task is not None:
+        for w in list(self.workers):
+            if w.task:
                 w.process.kill()
-                w.process.join(timeout=5)
-                out.append({**_died(w.task, w.process.exitcode), "status": "interrupted"})
-                w.task = None
+                code = w.process.wait()
+                out.append({**_died(w.task.popleft(), code), "status": "interrupted"})
+                out.extend({**_requeued(t), "status": "interrupted"} for t in w.task)
+                w.task.clear()
         return out
 
     def close(self) -> None:
@@ -178,15 +203,23 @@ class PoolExecutor:
         for w in self.workers:
             try:
                 w.conn.send(None)
-            except (BrokenPipeError, OSError):
+            except OSError:
                 pass
         for w in self.workers:
-            w.process.join(timeout=10)
-            if w.process.is_alive():
-                w.process.terminate()
-                w.process.join(timeout=5)
-            w.conn.close()
+            w.stop()
         self.workers.clear()
+
+
+def _requeued(task: CellTask) -> dict[str, Any]:
+    """A cell sent to a worker that died before starting it: to be sent again."""
+    return {
+        "name": task.name,
+        "status": "requeue",
+        "error": None,
+        "traceback": None,
+        "wall_s": None,
+        "died": True,
+    }
 
 
 class RayExecutor:

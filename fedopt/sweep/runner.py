@@ -33,7 +33,7 @@ from fedopt.engine.local import usable_cores
 from fedopt.errors import ConfigError, RunInterrupted
 from fedopt.interrupts import SignalGuard
 from fedopt.results.rundir import install_run, protected_paths
-from fedopt.sweep.expand import Prepared, expand, prepare, ref_columns
+from fedopt.sweep.expand import Cell, Prepared, expand, prepare, ref_columns
 from fedopt.sweep.manifest import FORMAT, Manifest, cell_state, check_sweep_dir, remove_partials
 from fedopt.sweep.search import StepSearch
 from fedopt.sweep.spec import SweepSpec
@@ -78,6 +78,7 @@ def plan_sweep(
     out: Path,
     overwrite: bool = False,
     note: Callable[[str], None] | None = None,
+    cells: list[Cell] | None = None,
 ) -> tuple[list[Prepared], dict[str, tuple[str, str]], dict[str, Any] | None]:
     """Steps 1 and 2 of the module docstring: the validated cells, each cell folder's
     state (:func:`~fedopt.sweep.manifest.cell_state`), and the old manifest.
@@ -89,7 +90,8 @@ def plan_sweep(
         fedopt did not write, or (without ``overwrite``) finished cells whose config
         changed; every such problem is listed in one message.
     """
-    cells = expand(spec, note=note)
+    if cells is None:
+        cells = expand(spec, note=note)
     preps = prepare(spec, cells)
     inputs = [p.cell.base_dir for p in preps] + ([spec.folder] if spec.source else [])
     protected = protected_paths(None, [])
@@ -281,7 +283,36 @@ def run_sweep(
     """
     out = Path(out) if out is not None else default_sweep_dir(spec)
     t0 = time.perf_counter()
-    preps, states, old = plan_sweep(spec, out, overwrite, note=lambda s: log(f"note: {s}"))
+    cells = expand(spec, note=lambda s: log(f"note: {s}"))
+    # the workers start now, so that their start overlaps the validation of the cells
+    executor = _executor(spec, jobs, address, _demand(spec, cells))
+    try:
+        return _run(spec, out, cells, executor, overwrite, progress, log, t0)
+    finally:
+        with SignalGuard() as guard, guard.deferred(raise_pending=False):
+            executor.close()
+
+
+def _demand(spec: SweepSpec, cells: list[Cell]) -> int:
+    """How many cells could run at once (a halving search runs one step at a time)."""
+    plain = sum(c.search is None for c in cells)
+    searches = len({c.search for c in cells if c.search is not None})
+    per = len(spec.seeds or [None]) if spec.halving and spec.halving.decide == "all" else 1
+    return plain + searches * per
+
+
+def _run(
+    spec: SweepSpec,
+    out: Path,
+    cells: list[Cell],
+    executor: Any,
+    overwrite: bool,
+    progress: bool | None,
+    log: Callable[[str], None],
+    t0: float,
+) -> SweepOutcome:
+    """:func:`run_sweep` once the cells are built and the executor started."""
+    preps, states, old = plan_sweep(spec, out, overwrite, cells=cells)
     manifest = Manifest(out, _new_manifest(spec, preps, states, old))
     by_name = {p.cell.name: p for p in preps}
     outcome = SweepOutcome(out, total=0)
@@ -342,7 +373,6 @@ def run_sweep(
         queue.extendleft(reversed(advance(search)))
     bar = _Progress(len(queue), progress, log)
     manifest.save(force=True)
-    executor = _executor(spec, jobs, address, len(queue))
     cores = _cell_cores(spec, executor)
     inputs_cache: dict[str, dict[str, bytes]] = {}
 
@@ -379,6 +409,10 @@ def run_sweep(
         if status == "interrupted":
             manifest.update(name, status="pending", error=None)
             remove_partials(out / name)
+            return
+        if status == "requeue":  # its worker died before starting it: send it again
+            manifest.update(name, status="pending")
+            queue.appendleft(p)
             return
         fields = {
             k: result.get(k)
@@ -430,7 +464,6 @@ def run_sweep(
                         finish(result, guard)
     finally:
         with SignalGuard() as guard, guard.deferred(raise_pending=False):
-            executor.close()
             bar.close()
             for entry in manifest.cells.values():
                 if entry["status"] == "running":

@@ -127,7 +127,10 @@ def worker_main(conn: Any) -> None:
             return
         if task is None:
             return
-        conn.send(run_cell(task))
+        result = run_cell(task)
+        conn.send(result)
+        if result["status"] == "interrupted":
+            return  # the sweep is stopping: start none of the cells queued behind
 
 
 def run_cell_elsewhere(task: CellTask, inputs: dict[str, bytes]) -> dict[str, Any]:

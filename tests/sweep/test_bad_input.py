@@ -171,7 +171,17 @@ def test_cli_prints_one_error_without_traceback(write_sweep, tmp_path: Path) -> 
     path = write_sweep({"experiment": tiny(), "grid": {"algorithm.lrr": [0.1]}})
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     r = subprocess.run(
-        [sys.executable, "-m", "fedopt", "sweep", str(path), "--out", str(tmp_path / "o")],
+        [
+            sys.executable,
+            "-m",
+            "fedopt",
+            "sweep",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+            "--jobs",
+            "1",
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -100,6 +100,8 @@ def test_failed_cell_is_recorded_and_the_others_complete_in_a_pool(tmp_path: Pat
             "raises": {"algorithm.fail_at": 3},
             "killed": {"algorithm.kill_at": 2},
             "ok2": {"algorithm.lr": 0.2},
+            "ok3": {"algorithm.lr": 0.3},
+            "ok4": {"algorithm.lr": 0.4},
         },
     }
     out = tmp_path / "out"
@@ -110,11 +112,14 @@ def test_failed_cell_is_recorded_and_the_others_complete_in_a_pool(tmp_path: Pat
         "raises": "failed",
         "killed": "failed",
         "ok2": "complete",
+        "ok3": "complete",
+        "ok4": "complete",
     }
     assert "RuntimeError: faulty_dsgd: told to fail at round 3" in cells["raises"]["error"]
     assert "the worker process running it died (killed by SIGKILL)" in cells["killed"]["error"]
     assert sorted(n for n, _ in outcome.failed) == ["killed", "raises"]
-    assert sorted(p.name for p in out.iterdir()) == ["ok1", "ok2", "sweep.json"]  # no partials
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["ok1", "ok2", "ok3", "ok4", "sweep.json"]  # no partial directories
     assert (out / "ok2" / "summary.json").is_file()
     assert len({cells[n]["pid"] for n in ("ok1", "ok2", "raises")}) >= 2  # two workers
     # the pool pinned each cell's torch threads to cores / jobs (engine.threads unset)
