@@ -398,7 +398,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from fedopt.sweep import load_sweep, run_sweep
     from fedopt.sweep.expand import expand, prepare
     from fedopt.sweep.report import sweep_report
-    from fedopt.sweep.runner import default_sweep_dir
+    from fedopt.sweep.runner import default_sweep_dir, select_cells
 
     spec = load_sweep(args.sweep)
     if args.set:
@@ -416,7 +416,7 @@ def _sweep(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_sweep_dir(spec)
     if args.dry_run:
         cells = expand(spec, note=lambda s: print(f"note: {s}", file=sys.stderr))
-        preps = prepare(spec, cells)
+        preps = prepare(spec, select_cells(cells, args.only))
         for p in preps:
             extra_info = f"  step {p.cell.step:g}" if p.cell.step is not None else ""
             print(f"{p.cell.name}{extra_info}")
@@ -432,6 +432,7 @@ def _sweep(args: argparse.Namespace) -> int:
         address=args.address,
         overwrite=args.overwrite,
         progress=False if args.quiet else None,
+        only=args.only,
     )
     counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
     print(
@@ -563,6 +564,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--overwrite", action="store_true", help="rerun finished cells whose config changed"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="run only the cells whose name matches, e.g. --only 'lsq_cycle/*' (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-cell lines")

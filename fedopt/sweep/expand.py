@@ -20,7 +20,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class Cell:
         The experiment file's folder (inputs resolve there).
     experiment
         Where the base experiment came from (a path, or ``inline``).
+    index
+        Its position in the sweep (tables list cells in this order).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Cell:
     raw: dict[str, Any] = field(repr=False)
     base_dir: Path
     experiment: str
+    index: int = 0
 
 
 @dataclass
@@ -182,7 +185,7 @@ def expand(spec: SweepSpec, note: Callable[[str], None] | None = None) -> list[C
     for product in spec.products:
         for combo in itertools.product(*(axis.options for axis in product)):
             cells.extend(_cells_of(spec, product, combo, shorts, bases, problems, notes))
-    cells = _exclude(spec, cells, problems)
+    cells = [replace(c, index=i) for i, c in enumerate(_exclude(spec, cells, problems))]
     names: dict[str, int] = {}
     for cell in cells:
         names[cell.name] = names.get(cell.name, 0) + 1
@@ -437,7 +440,7 @@ def prepare(spec: SweepSpec, cells: list[Cell], compile_plans: bool = True) -> l
                 by_message.setdefault(_sweep_line(line.strip(), sweep_keys), []).append(cell.name)
             continue
         saved = portable_config(config.model_dump(mode="json"), inputs)
-        out.append(Prepared(cell, config, saved, saved_digest(saved), len(out)))
+        out.append(Prepared(cell, config, saved, saved_digest(saved), cell.index))
     if by_message:
         problems = []
         for message, names in by_message.items():

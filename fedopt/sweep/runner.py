@@ -20,6 +20,7 @@ Order of work:
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import time
@@ -154,18 +155,28 @@ def _entry(prep: Prepared, status: str) -> dict[str, Any]:
 
 
 def _new_manifest(
-    spec: SweepSpec, preps: list[Prepared], states: dict[str, tuple[str, str]], old: dict | None
+    spec: SweepSpec,
+    preps: list[Prepared],
+    states: dict[str, tuple[str, str]],
+    old: dict | None,
+    keep_others: bool = False,
 ) -> dict[str, Any]:
+    """The manifest of this run: an entry per cell (halving cells once requested).
+
+    Cells of the old manifest that are not in this run are kept as they are with
+    ``keep_others`` (``--only`` ran a subset), else moved to ``retired``.
+    """
     from fedopt import __version__
 
     old_cells = (old or {}).get("cells", {})
+    old_retired = (old or {}).get("retired", {})
     cells: dict[str, dict[str, Any]] = {}
     for p in preps:
         if p.cell.search is not None and p.cell.name not in old_cells:
             continue  # a halving cell enters the manifest when its search asks for it
         state = states[p.cell.name][0]
         entry = _entry(p, state if state in DONE else "pending")
-        prev = old_cells.get(p.cell.name)
+        prev = old_cells.get(p.cell.name) or old_retired.get(p.cell.name)
         if prev and prev.get("config_sha256") == p.digest:
             for k in ("attempts", "wall_s", "host", "pid", "ray_node_id", "node_ip", "finished"):
                 if k in prev:
@@ -174,9 +185,13 @@ def _new_manifest(
                 entry.update(status="failed", error=prev.get("error"))
         cells[p.cell.name] = entry
     names = {p.cell.name for p in preps}
-    retired = {**(old or {}).get("retired", {})}
-    retired.update({n: e for n, e in old_cells.items() if n not in names})
-    columns: list[str] = []
+    retired = {n: e for n, e in old_retired.items() if n not in names}
+    others = {n: e for n, e in old_cells.items() if n not in names}
+    if keep_others:
+        cells.update(others)
+    else:
+        retired.update(others)
+    columns: list[str] = list((old or {}).get("columns") or []) if keep_others else []
     for p in preps:
         for col, _ in p.cell.columns:
             if col not in columns:
@@ -250,6 +265,7 @@ def run_sweep(
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = _stderr,
+    only: list[str] | None = None,
 ) -> SweepOutcome:
     """Run a sweep (see the module docstring); return what it did.
 
@@ -272,6 +288,9 @@ def run_sweep(
         Progress bar (default: when stderr is a terminal; False: no per-cell lines).
     log
         Receives notes and per-cell lines (default: stderr).
+    only
+        Glob patterns: run only the cells whose name (or point) matches one (a halving
+        cell: its search point); the others are left as they are.
 
     Raises
     ------
@@ -283,14 +302,39 @@ def run_sweep(
     """
     out = Path(out) if out is not None else default_sweep_dir(spec)
     t0 = time.perf_counter()
-    cells = expand(spec, note=lambda s: log(f"note: {s}"))
+    cells = select_cells(expand(spec, note=lambda s: log(f"note: {s}")), only)
     # the workers start now, so that their start overlaps the validation of the cells
     executor = _executor(spec, jobs, address, _demand(spec, cells))
     try:
-        return _run(spec, out, cells, executor, overwrite, progress, log, t0)
+        return _run(spec, out, cells, executor, overwrite, progress, log, t0, bool(only))
     finally:
         with SignalGuard() as guard, guard.deferred(raise_pending=False):
             executor.close()
+
+
+def select_cells(cells: list[Cell], only: list[str] | None) -> list[Cell]:
+    """The cells ``--only`` keeps (all without patterns).
+
+    Raises
+    ------
+    ConfigError
+        When no cell matches, naming a few cells to match against.
+    """
+    if not only:
+        return cells
+
+    def keep(c: Cell) -> bool:
+        names = [c.search] if c.search is not None else [c.name, c.point]
+        return any(fnmatch.fnmatchcase(n, pat) for n in names for pat in only)
+
+    kept = [c for c in cells if keep(c)]
+    if not kept:
+        shown = ", ".join(c.name for c in cells[:4])
+        raise ConfigError(
+            f"--only {' '.join(only)}: matches no cell; cells are named like {shown} "
+            "(globs: * and ?, e.g. --only 'lsq_cycle/*')"
+        )
+    return kept
 
 
 def _demand(spec: SweepSpec, cells: list[Cell]) -> int:
@@ -310,10 +354,11 @@ def _run(
     progress: bool | None,
     log: Callable[[str], None],
     t0: float,
+    subset: bool = False,
 ) -> SweepOutcome:
     """:func:`run_sweep` once the cells are built and the executor started."""
     preps, states, old = plan_sweep(spec, out, overwrite, cells=cells)
-    manifest = Manifest(out, _new_manifest(spec, preps, states, old))
+    manifest = Manifest(out, _new_manifest(spec, preps, states, old, keep_others=subset))
     by_name = {p.cell.name: p for p in preps}
     outcome = SweepOutcome(out, total=0)
 
@@ -469,9 +514,10 @@ def _run(
                 if entry["status"] == "running":
                     entry["status"] = "pending"
             manifest.save(force=True)
-    for entry in manifest.cells.values():
+    ours = [e for n, e in manifest.cells.items() if n in by_name]  # --only: this subset
+    for entry in ours:
         outcome.counts[entry["status"]] = outcome.counts.get(entry["status"], 0) + 1
-    outcome.total = len(manifest.cells)
+    outcome.total = len(ours)
     outcome.searches = manifest.data["searches"]
     outcome.wall_s = time.perf_counter() - t0
     if interrupted is not None:
