@@ -54,7 +54,7 @@ def test_every_cell_compiles_and_the_excluded_ones_are_refused(name: str) -> Non
         problem, method = cell.name.split("_")[0], cell.name.split("/")[1]
         assert method in ("msda", "continuized")
         assert problem == "logreg" or cell.name.startswith("lsq_rgg")
-        with pytest.raises(ConfigError, match="conjugate|time-varying"):
+        with pytest.raises(ConfigError, match=r"conjugate|time-varying"):
             compile_plan(validate(cell.raw, cell.base_dir), base_dir=cell.base_dir)
 
 
