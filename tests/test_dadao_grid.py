@@ -1,4 +1,4 @@
-"""The DADAO experiment grid (experiments/dadao/grid.yaml): its cells and its exclusions.
+"""The DADAO experiment grid (experiments/dadao/grid.sweep.yaml): its cells and its exclusions.
 
 Every cell of the sweep validates and compiles (the sweep checks that before anything
 runs); the cells the sweep excludes are exactly those fedopt refuses: MSDA and
@@ -38,12 +38,12 @@ def _tables():
 tables = _tables()
 
 
-@pytest.mark.parametrize("name", ["grid.yaml", "grid_quick.yaml"])
+@pytest.mark.parametrize("name", ["grid.sweep.yaml", "grid_quick.sweep.yaml"])
 def test_every_cell_compiles_and_the_excluded_ones_are_refused(name: str) -> None:
     spec = load_sweep(GRID_DIR / name)
     cells = expand(spec)
     preps = prepare(spec, cells)  # validates and compiles every cell
-    graphs = 7 if name == "grid.yaml" else 2
+    graphs = 7 if name == "grid.sweep.yaml" else 2
     assert len(preps) == 2 * graphs * 6 - graphs * 2 - 2  # logistic and lsq_rgg: no MSDA/cont.
     methods = {m.key for m in tables.METHODS}
     assert {c.columns[1][1] for c in cells} == methods
@@ -59,7 +59,7 @@ def test_every_cell_compiles_and_the_excluded_ones_are_refused(name: str) -> Non
 
 
 def test_cells_match_the_fedopt_run_overrides() -> None:
-    cells = {c.name: c for c in expand(load_sweep(GRID_DIR / "grid.yaml"))}
+    cells = {c.name: c for c in expand(load_sweep(GRID_DIR / "grid.sweep.yaml"))}
     c = cells["lsq_path/adom_plus_mc"]
     ref = load_experiment(
         GRID_DIR / "lsq_path.yaml",
@@ -74,7 +74,7 @@ def test_cells_match_the_fedopt_run_overrides() -> None:
 
 
 def test_a_slice_runs_and_tables_reads_it(tmp_path: Path) -> None:
-    spec = load_sweep(GRID_DIR / "grid_quick.yaml")
+    spec = load_sweep(GRID_DIR / "grid_quick.sweep.yaml")
     out = tmp_path / "sw"
     run_sweep(spec, out, jobs=1, progress=False, only=["lsq_cycle/msda", "lsq_cycle/adom_plus"])
     assert tables.main([str(out)]) == 0

@@ -2,12 +2,12 @@
 
 Usage (from the repository root)::
 
-    fedopt sweep experiments/dadao/grid.yaml                 # run the grid -> runs/dadao-grid/
-    python experiments/dadao/tables.py runs/dadao-grid       # this script
-    fedopt sweep experiments/dadao/grid_quick.yaml           # cycle + time-varying RGG, t = 120
+    fedopt sweep experiments/dadao/grid.sweep.yaml           # the grid -> runs/dadao-grid/
+    python experiments/dadao/tables.py runs/dadao-grid      # this script
+    fedopt sweep experiments/dadao/grid_quick.sweep.yaml     # cycle + time-varying RGG, t 120
     python experiments/dadao/tables.py runs/dadao-grid-quick
 
-The cells are defined by ``grid.yaml``: problems x graphs (the base files
+The cells are defined by ``grid.sweep.yaml``: problems x graphs (the base files
 ``lsq_*.yaml`` and ``logreg_*.yaml``, n = 16) x methods (DADAO, ADOM+ with one gossip
 step per round and multi-consensus, MSDA, continuized, asynchronous gossip with full
 gradients), each method with its stop rule. This script only reads the run directories.
@@ -63,7 +63,7 @@ GRAPHS = {
 
 @dataclass(frozen=True)
 class Method:
-    """One column of the grid: the method's option name in grid.yaml, label, schedule."""
+    """One column of the grid: the method's option name in grid.sweep.yaml, label, schedule."""
 
     key: str
     label: str
@@ -90,11 +90,11 @@ def graph_facts(plan: Any) -> dict[str, Any]:
     from fedopt.topology import spectral_facts
 
     topo = plan.topology
-    graphs = member_graphs(topo, "run_grid")
+    graphs = member_graphs(topo, "tables")
     facts = [spectral_facts(g) for g in graphs]
     chi1 = max(float(f["dadao_chi1"]) for f in facts)
     chi2 = max(float(f["dadao_chi2"]) for f in facts)
-    chi = graph_chi(topology_members(topo, "run_grid"))
+    chi = graph_chi(topology_members(topo, "tables"))
     return {
         "edges": round(sum(g.number_of_edges() for g in graphs) / len(graphs), 1),
         "chi1": chi1,

@@ -653,7 +653,8 @@ def parse_sweep(data: Any, source: Path | None = None, folder: Path | None = Non
                 f"{key}: unknown key {key!r}.{did} A sweep file has: {', '.join(TOP_KEYS)} "
                 "(experiment keys go under set: or an axis)"
             )
-    name = data.get("name", source.stem if source is not None else "sweep")
+    stem = source.name.split(".")[0] if source is not None else "sweep"  # x.sweep.yaml: x
+    name = data.get("name", stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
         problems.append(
             f"name: {name!r}: a sweep name is letters, digits and _ . - (it names runs/<name>)"
