@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import tiny
+from sweep_helpers import tiny
 
 from fedopt.errors import ConfigError
 from fedopt.sweep import parse_sweep, run_sweep

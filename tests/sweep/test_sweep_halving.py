@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from conftest import tiny
+from sweep_helpers import tiny
 
 from fedopt.sweep import parse_sweep, run_sweep
 from fedopt.sweep.manifest import MANIFEST

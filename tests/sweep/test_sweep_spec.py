@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import tiny
+from sweep_helpers import tiny
 
 from fedopt.sweep.expand import expand, prepare
 from fedopt.sweep.spec import parse_sweep, short_names, value_text

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HERE, tiny
+from sweep_helpers import HERE, tiny
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ray")  # Ray ships a copy of psutil on its path once imported

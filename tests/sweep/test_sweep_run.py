@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HERE, tiny
+from sweep_helpers import HERE, tiny
 
 import fedopt.sweep.executors as executors
 from fedopt.config import load_experiment

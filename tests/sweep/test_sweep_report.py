@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from conftest import tiny
+from sweep_helpers import tiny
 
 from fedopt.cli import main
 from fedopt.errors import ConfigError
