@@ -39,6 +39,9 @@ from fedopt.sweep.expand import Prepared, saved_digest
 MANIFEST = "sweep.json"
 """The manifest's file name."""
 
+LOCK = ".sweep.lock"
+"""Held (``flock``) by the one ``fedopt sweep`` running in a sweep directory."""
+
 FORMAT = 1
 """Version of the manifest's layout."""
 
@@ -110,7 +113,11 @@ def check_sweep_dir(
         return None
     manifest = read_manifest(folder)
     if manifest is None:
-        entries = sorted(p.name for p in folder.iterdir())
+        entries = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.name != LOCK and not p.name.startswith(f".{MANIFEST}.tmp-")
+        )
         if entries:
             shown_entries = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
             raise ConfigError(
@@ -247,3 +254,43 @@ class Manifest:
         write_json_atomic(self.folder / MANIFEST, self.data)
         self._last = now
         self._dirty = False
+
+
+class SweepLock:
+    """An exclusive lock on a sweep directory for as long as a sweep runs in it.
+
+    A second ``fedopt sweep`` on the same directory is refused at once (instead of
+    running the same cells twice). The lock is an ``flock`` on :data:`LOCK`, which the
+    system releases when the process ends, however it ends.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.fd: int | None = None
+
+    def __enter__(self) -> SweepLock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not on Windows
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"--out {str(self.folder)!r}: another fedopt sweep is running in this "
+                f"directory (pid {other}); wait for it to end, or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+            self.fd = None

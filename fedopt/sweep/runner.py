@@ -35,7 +35,15 @@ from fedopt.errors import ConfigError, RunInterrupted
 from fedopt.interrupts import SignalGuard
 from fedopt.results.rundir import install_run, protected_paths
 from fedopt.sweep.expand import Cell, Prepared, expand, prepare, ref_columns
-from fedopt.sweep.manifest import FORMAT, Manifest, cell_state, check_sweep_dir, remove_partials
+from fedopt.sweep.manifest import (
+    FORMAT,
+    Manifest,
+    SweepLock,
+    cell_state,
+    check_sweep_dir,
+    read_manifest,
+    remove_partials,
+)
 from fedopt.sweep.search import StepSearch
 from fedopt.sweep.spec import SweepSpec
 from fedopt.sweep.stability import Verdict, run_stability
@@ -358,6 +366,26 @@ def _run(
 ) -> SweepOutcome:
     """:func:`run_sweep` once the cells are built and the executor started."""
     preps, states, old = plan_sweep(spec, out, overwrite, cells=cells)
+    with SweepLock(out):
+        # the folders again: another sweep may have finished cells before we locked
+        states = {p.cell.name: cell_state(out, p) for p in preps}
+        old = read_manifest(out) or old
+        return _locked(spec, out, preps, states, old, executor, progress, log, t0, subset)
+
+
+def _locked(
+    spec: SweepSpec,
+    out: Path,
+    preps: list[Prepared],
+    states: dict[str, tuple[str, str]],
+    old: dict[str, Any] | None,
+    executor: Any,
+    progress: bool | None,
+    log: Callable[[str], None],
+    t0: float,
+    subset: bool,
+) -> SweepOutcome:
+    """:func:`run_sweep` holding the sweep directory's lock."""
     manifest = Manifest(out, _new_manifest(spec, preps, states, old, keep_others=subset))
     by_name = {p.cell.name: p for p in preps}
     outcome = SweepOutcome(out, total=0)

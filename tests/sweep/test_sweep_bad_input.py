@@ -7,6 +7,7 @@ Each message names the key (or value, or folder) and the fix; the CLI prints it 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -192,3 +193,16 @@ def test_cli_prints_one_error_without_traceback(write_sweep, tmp_path: Path) -> 
     assert r.stderr.startswith("error: invalid sweep: 1 of 1 cells do not validate")
     assert "Did you mean 'algorithm.lr'?" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_directory_in_use_by_another_sweep_is_refused(tmp_path: Path) -> None:
+    from fedopt.sweep.manifest import SweepLock
+
+    out = tmp_path / "out"
+    spec = parse_sweep({"name": "busy", "experiment": tiny()})
+    with SweepLock(out), pytest.raises(ConfigError) as err:
+        run_sweep(spec, out, jobs=1, progress=False)
+    assert f"another fedopt sweep is running in this directory (pid {os.getpid()})" in str(
+        err.value
+    )
+    assert run_sweep(spec, out, jobs=1, progress=False).counts == {"complete": 1}

@@ -119,7 +119,7 @@ def test_failed_cell_is_recorded_and_the_others_complete_in_a_pool(tmp_path: Pat
     assert "the worker process running it died (killed by SIGKILL)" in cells["killed"]["error"]
     assert sorted(n for n, _ in outcome.failed) == ["killed", "raises"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["ok1", "ok2", "ok3", "ok4", "sweep.json"]  # no partial directories
+    assert names == [".sweep.lock", "ok1", "ok2", "ok3", "ok4", "sweep.json"]  # no partials
     assert (out / "ok2" / "summary.json").is_file()
     assert len({cells[n]["pid"] for n in ("ok1", "ok2", "raises")}) >= 2  # two workers
     # the pool pinned each cell's torch threads to cores / jobs (engine.threads unset)
