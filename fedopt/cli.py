@@ -443,8 +443,10 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"failed: {name}: {error.splitlines()[0] if error else '?'}", file=sys.stderr)
     if not args.no_report:
         result = sweep_report(out, plots=not args.no_plots)
-        if not args.quiet:
+        if not args.quiet and result["markdown"].count("\n") <= 60:
             print(result["markdown"])
+        elif not args.quiet:
+            print(f"table: {out / 'table.md'}")
     print(f"results: {out}")
     return 1 if outcome.failed else 0
 

@@ -23,7 +23,6 @@ import subprocess
 import time
 from collections import deque
 from multiprocessing.connection import wait as wait_any
-from pathlib import Path
 from typing import Any
 
 from fedopt.errors import ConfigError
@@ -275,9 +274,10 @@ class RayExecutor:
         directory's files still in ``files``)."""
         if not self.inflight:
             return []
-        ready, _ = self.ray.wait(
-            list(self.inflight), num_returns=len(self.inflight), timeout=timeout
-        )
+        ready, rest = self.ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        if ready and rest:  # and whatever else is done already
+            more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
         out = []
         for ref in ready:
             task = self.inflight.pop(ref)
@@ -335,11 +335,3 @@ def _ray_cell(task: CellTask, inputs: dict[str, bytes]) -> dict[str, Any]:
     except Exception:
         result["node_ip"] = None
     return result
-
-
-def cleanup_partials(folder: Path, name: str) -> None:
-    """Remove temporary folders a killed cell left (see :func:`~fedopt.sweep.manifest.
-    remove_partials`)."""
-    from fedopt.sweep.manifest import remove_partials
-
-    remove_partials(folder / name)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
 
+import pytest
 from sweep_helpers import tiny
 
 from fedopt.sweep import parse_sweep, run_sweep
 from fedopt.sweep.manifest import MANIFEST
+from fedopt.sweep.report import sweep_report
 from fedopt.sweep.stability import run_stability, stability
 
 
@@ -66,6 +69,20 @@ def test_halving_picks_the_first_stable_step_where_large_steps_diverge(tmp_path:
     # a second run decides from the run directories alone: nothing runs
     again = run_sweep(parse_sweep(data), out, jobs=1, progress=False)
     assert again.skipped == 16 and again.searches == searches
+    # selection: only the chosen steps compete (step 8's lower min(loss) does not count)
+    sweep_report(out, plots=False)
+    rows = list(csv.DictReader((out / "selection.csv").open()))
+    means = {}
+    for h in ("0.5", "1"):
+        runs = [out / f"heterogeneity={h}/lr=1/seed{s}" for s in (0, 1)]
+        losses = [min(json.loads(x)["loss"] for x in (r / "metrics.jsonl").open()) for r in runs]
+        means[f"heterogeneity={h}/lr=1"] = sum(losses) / 2
+    best = min(means, key=means.get)
+    assert rows[0]["selected"] == best and rows[0]["candidates"] == "2"
+    assert float(rows[0]["mean"]) == pytest.approx(means[best])
+    assert (
+        "| heterogeneity=0.5 | algorithm.lr | 1 | 8: unstable (" in (out / "halving.md").read_text()
+    )
 
 
 def test_decide_first_runs_other_seeds_only_at_the_chosen_step(tmp_path: Path) -> None:
