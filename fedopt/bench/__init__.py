@@ -14,9 +14,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         return bench_sweep(
             cells=args.cells,
             jobs=args.jobs,
-            rounds=args.rounds or 300,
+            rounds=args.rounds or 1000,
             nodes=args.nodes or 32,
-            dim=args.dim or 200,
+            dim=args.dim or 2000,
         )
     defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000}
     args = argparse.Namespace(
