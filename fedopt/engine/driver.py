@@ -130,7 +130,11 @@ def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
-    """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``."""
+    """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``.
+
+    With ``eval.grad_norm``, also ``grad_norm_sq = ||sum_i p_i grad f_i(x)||^2``, the
+    per-node terms summed in rank order (the same on every engine).
+    """
     parts = group.evaluate(x)
     ranks = torch.cat([p.ranks for p in parts])
     order = torch.argsort(ranks)
@@ -142,6 +146,10 @@ def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
         out["accuracy"] = sum(p.correct for p in parts) / count
     for p in parts:
         out.update(p.test)
+    if parts and all(p.grads is not None for p in parts):
+        grads = torch.cat([p.grads for p in parts])[order]
+        total = canonical_sum(grads)
+        out["grad_norm_sq"] = float(total.square().sum())
     return out
 
 

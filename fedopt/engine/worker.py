@@ -42,6 +42,8 @@ class EvalPartial:
     correct: float
     count: float
     test: dict[str, float]
+    grads: torch.Tensor | None = None
+    """``[k, dim]`` float64 ``p_i grad f_i(x_bar)`` per hosted data node (``eval.grad_norm``)."""
 
 
 class Worker:
@@ -202,8 +204,12 @@ class Worker:
             sums = o.evaluate(x)
             correct, count = sums.get("correct", 0.0), sums.get("count", 0.0)
         test = o.evaluate_test(x) if with_test else {}
+        grads = None
+        if self.plan.config.eval.grad_norm:
+            full = o.full_grad(x.unsqueeze(0).expand(k, -1), rows) if k else torch.zeros(0)
+            grads = full.to(torch.float64).reshape(k, -1) * o.weights.unsqueeze(1)
         return EvalPartial(
-            o.data_ranks, values.to(torch.float64), o.weights, correct, count, dict(test)
+            o.data_ranks, values.to(torch.float64), o.weights, correct, count, dict(test), grads
         )
 
     def snapshot(self) -> dict[str, Any]:
