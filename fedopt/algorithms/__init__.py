@@ -6,6 +6,8 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     continuized,
     cwtm,
     dadao,
+    diff2,
+    dp_sgd,
     dsgd,
     fedavg,
     geomed,
