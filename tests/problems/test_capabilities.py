@@ -17,7 +17,15 @@ from fedopt.problems.capabilities import (
 )
 from fedopt.problems.quadratic import QuadraticOracle
 
-BUILTIN = {"quadratic", "least_squares", "logistic", "digits_softmax", "digits_mlp", "digits_model"}
+BUILTIN = {
+    "quadratic",
+    "least_squares",
+    "logistic",
+    "digits_softmax",
+    "digits_mlp",
+    "digits_model",
+    "fc10_regression",
+}
 EXPECTED = {
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
@@ -25,6 +33,7 @@ EXPECTED = {
     "digits_softmax": {"labels"},
     "digits_mlp": {"labels"},
     "digits_model": {"labels"},
+    "fc10_regression": {"per_sample_gradients"},
 }
 
 
@@ -48,7 +57,11 @@ def test_builtin_capabilities() -> None:
         "digits_softmax",
         "logistic",
     ]
-    assert providers(Capability.PER_SAMPLE_GRADIENTS) == ["least_squares", "logistic"]
+    assert providers(Capability.PER_SAMPLE_GRADIENTS) == [
+        "fc10_regression",
+        "least_squares",
+        "logistic",
+    ]
     assert members(Capability.PER_SAMPLE_GRADIENTS) == (
         "clipped_grad_sum",
         "clipped_mean_grad",
@@ -273,6 +286,11 @@ CLIPPED = {
         "dtype": "float64",
     },
     "logistic_ridge_bias": PER_SAMPLE["logistic_ridge_bias"],
+    "fc10_unequal": {  # 1,600 training rows: 534, 533, 533 samples, two chunks each
+        "name": "fc10_regression",
+        "samples": 2000,
+        "batch_size": 5,
+    },
 }
 
 
@@ -282,16 +300,33 @@ def _node_data(oracle: P.Oracle, rows: torch.Tensor) -> list[tuple[torch.Tensor,
     for r in rows.tolist():
         if oracle.config.name == "least_squares":
             A, y = oracle.A[r], oracle.b[r]
-        else:
+        elif oracle.config.name == "logistic":
             A, y = oracle.X[r], oracle.y[r]
+        else:
+            n = int(oracle.counts[r])
+            A, y = oracle.A[r, :n], oracle.y[r, :n]
         out.append((A.double(), y.double()))
     return out
+
+
+def _fc10_sample_loss(oracle: P.Oracle):
+    from fedopt.problems._fc10_net import fc10_module
+
+    module = fc10_module(oracle.config.features, oracle.config.hidden).double()
+    layout = oracle.layout
+
+    def loss(w, a, y):
+        params = {n: t[0] for n, t in layout.unflatten(w.unsqueeze(0)).items()}
+        pred = torch.func.functional_call(module, params, (a.unsqueeze(0),))
+        return (pred[0, 0] - y) ** 2
+
+    return loss
 
 
 def _all_sample_grads(oracle: P.Oracle, X: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
     """torch.func gradients ``[n_i, dim]`` of every sample of each row (float64)."""
     name = oracle.config.name
-    loss = _sample_loss(oracle, name)
+    loss = _fc10_sample_loss(oracle) if name == "fc10_regression" else _sample_loss(oracle, name)
     per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
     return [per_sample(X[i].double(), A, y) for i, (A, y) in enumerate(_node_data(oracle, rows))]
 
@@ -325,6 +360,8 @@ def test_clipped_grad_sum_equals_clipping_every_sample(
     prev = Xp if diff else None
     counts = [len(g) for g in G]
     assert oracle.max_samples == max(counts)
+    if key == "fc10_unequal":
+        assert counts == [533, 534, 533]
     f64 = oracle.dtype == torch.float64
 
     def check(got: torch.Tensor, want: torch.Tensor) -> None:
