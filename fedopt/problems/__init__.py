@@ -9,10 +9,11 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``digits_softmax``        scikit-learn digits, multinomial logistic regression
 ``digits_mlp``            scikit-learn digits, one-hidden-layer ReLU network
 ``digits_model``          scikit-learn digits, any model of ``fedopt.models`` (the CNN)
+``fc10_regression``       DIFF2's ``fc_10`` MSE regression, synthetic California-Housing shape
 ========================  =====================================================
 """
 
-from fedopt.problems import digits, least_squares, logistic, quadratic  # registers the problems
+from fedopt.problems import digits, fc10, least_squares, logistic, quadratic  # registers them
 from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
 from fedopt.problems.partition import PartitionConfig
 from fedopt.problems.registry import PROBLEMS, parse_problem_config
@@ -25,6 +26,7 @@ __all__ = [
     "Problem",
     "ProblemConfig",
     "digits",
+    "fc10",
     "least_squares",
     "logistic",
     "parse_problem_config",

@@ -20,7 +20,8 @@ the test suite checks every registered problem both ways (declared == implemente
                           reports accuracy (``correct``, ``count``)
 ``noisy_queries``         :class:`NoisyQueries`: counted zeroth-order ``query``
 ``per_sample_gradients``  :class:`PerSampleGradients`: ``per_sample_grad``,
-                          ``clipped_mean_grad`` (differential privacy)
+                          ``clipped_mean_grad``, ``clipped_grad_sum``, ``max_samples``
+                          (differential privacy)
 ``model``                 :class:`ModelOracle`: ``layout``, ``buffers``,
                           ``evaluate_nodes`` (neural models; :mod:`fedopt.models`)
 ========================  ===========================================================
@@ -102,11 +103,16 @@ class NoisyQueries(Protocol):
 
 @runtime_checkable
 class PerSampleGradients(Protocol):
-    """Gradients of every sample of the minibatch (DP-SGD-type clipping).
+    """Gradients of every sample of the minibatch or of the whole local dataset (DP-SGD,
+    DP-GD and DIFF2-type clipping).
 
     The per-sample loss includes the ridge term, so the mean of the per-sample
     gradients over the batch is :meth:`~fedopt.problems.base.Oracle.grad`.
+    ``max_samples`` is the size of the largest local dataset among the hosted nodes
+    (the width of :meth:`clipped_grad_sum`'s mask).
     """
+
+    max_samples: int
 
     def per_sample_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[k, b, dim]``: the gradient of each of the ``b`` samples of ``grad``'s batch."""
@@ -116,6 +122,32 @@ class PerSampleGradients(Protocol):
         self, X: torch.Tensor, rows: torch.Tensor, step: Step, clip: float
     ) -> torch.Tensor:
         """``[k, dim]``: ``(1/b) sum_s g_s min(1, clip / ||g_s||)`` over the same batch."""
+        ...
+
+    def clipped_grad_sum(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        clip: float | torch.Tensor,
+        X_prev: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[k, dim]``: sum over every training sample ``s`` of node ``rows[i]``.
+
+        The sum runs over the node's whole local dataset (ignoring ``batch_size``) of
+
+            mask[i, s] * clip_c( g_s(X[i]) - g_s(X_prev[i]) )
+
+        (the ``g_s(X_prev)`` term only when ``X_prev`` is given), with
+        ``clip_c(v) = v * min(1, c / (||v|| + 1e-10))`` (DIFF2's clipping, spec diff2.md
+        section 4.3). ``c = clip``: a float, or a ``[k]`` tensor (one radius per row);
+        ``c = inf``: no clipping; ``c = 0``: zeros. ``mask``: ``[k, max_samples]`` 0/1
+        float; entries beyond a node's ``num_samples`` are ignored; None = all samples.
+
+        A sum, not a mean, so the caller divides by ``n_i`` exactly (never a mean of batch
+        means: DIFF2 pitfall D1) or by an expected batch size (DP-SGD with a Poisson mask).
+        Replacing one sample of node ``i`` changes row ``i`` by at most ``2c`` in norm.
+        """
         ...
 
 
