@@ -54,6 +54,7 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.algorithms.private import (
+    AUDIT_NOISE_SCALE_FIELD,
     DELTA_FIELD,
     EPSILON_FIELD,
     NOISE_FIELD,
@@ -91,6 +92,7 @@ class Diff2Config(AlgorithmConfig):
     threat_model: ThreatModel = NOISE_FIELD
     noise_seed: int | None = NOISE_SEED_FIELD
     pld: bool = PLD_FIELD
+    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
 
 
 class DpGdConfig(AlgorithmConfig):
@@ -104,6 +106,7 @@ class DpGdConfig(AlgorithmConfig):
     threat_model: ThreatModel = NOISE_FIELD
     noise_seed: int | None = NOISE_SEED_FIELD
     pld: bool = PLD_FIELD
+    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
 
 
 def _period(config: AlgorithmConfig, rounds: int) -> int:
@@ -184,6 +187,7 @@ class Diff2(Algorithm):
         self.clip_diff = float(getattr(config, "clip_diff", math.inf))
         self.sigma1 = float(self.cal.sigma1)
         self.sigma2 = float(self.cal.sigma2) if self.cal.sigma2 is not None else 0.0
+        self.noise_scale = float(config.audit_noise_scale)  # type: ignore[attr-defined]
         if self.server is not None:
             from fedopt.privacy.ledger import PrivacyLedger
 
@@ -212,6 +216,8 @@ class Diff2(Algorithm):
         }
         if cal.sigma2 is not None:
             out.update(sigma2=cal.sigma2, z2=cal.z2, clip_diff=self.clip_diff)
+        if self.noise_scale != 1.0:
+            out["audit_noise_scale"] = self.noise_scale  # the ledger does not know
         return out
 
     def init_state(self) -> State:
@@ -278,14 +284,17 @@ class Diff2(Algorithm):
     def _radius_and_std(
         self, x: torch.Tensor, prev: torch.Tensor, restart: bool
     ) -> tuple[float, float]:
-        """Clip radius of the round and the noise std the average must carry."""
+        """Clip radius of the round and the noise std drawn for the average (the
+        calibrated one times ``audit_noise_scale``)."""
         if restart:
             radius, sigma = self.clip_grad, self.sigma1
         else:
             step = float(torch.linalg.vector_norm((x - prev).to(torch.float64)))
             radius = self.clip_diff * step if step > 0 else 0.0  # D4: no step, no difference
             sigma = self.sigma2
-        return radius, radius * sigma if sigma > 0 else 0.0  # sigma 0: no noise (eps inf)
+        noisy = sigma > 0 and self.noise_scale > 0  # sigma 0: epsilon inf
+        std = radius * sigma * self.noise_scale if noisy else 0.0
+        return radius, std
 
     def _server_step(self, state: State, t: int, total: torch.Tensor, restart: bool) -> None:
         ctx = self.ctx

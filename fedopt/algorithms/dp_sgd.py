@@ -42,6 +42,7 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.algorithms.private import (
+    AUDIT_NOISE_SCALE_FIELD,
     DELTA_FIELD,
     EPSILON_FIELD,
     NOISE_FIELD,
@@ -80,6 +81,7 @@ class DpSgdConfig(AlgorithmConfig):
     threat_model: ThreatModel = NOISE_FIELD
     noise_seed: int | None = NOISE_SEED_FIELD
     pld: bool = PLD_FIELD
+    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
 
 
 def _spent_parts(z: float, rounds: int, q: float) -> list[Any]:
@@ -144,6 +146,7 @@ class DpSgd(Algorithm):
         q = config.sample_rate
         # noise std on the average: z times its add/remove sensitivity C / (P q n_min)
         self.std = self.z * config.clip / (self.workers * q * self.n_min) if self.z > 0 else 0.0
+        self.drawn_std = self.std * config.audit_noise_scale  # 1 except in audits
         if self.server is not None:
             from fedopt.privacy.ledger import PrivacyLedger
 
@@ -158,13 +161,16 @@ class DpSgd(Algorithm):
 
     def derived_constants(self) -> dict[str, Constant]:
         """The noise multiplier, the noise std on the average and the sample counts."""
-        return {
+        out: dict[str, Constant] = {
             "noise_multiplier": self.z,
             "noise_std": self.std,
             "n_min": self.n_min,
             "workers": self.workers,
             "expected_batch_per_client": self.config.sample_rate * self.n_min,  # type: ignore[attr-defined]
         }
+        if self.config.audit_noise_scale != 1.0:  # type: ignore[attr-defined]
+            out["audit_noise_scale"] = self.config.audit_noise_scale  # type: ignore[attr-defined]
+        return out
 
     def init_state(self) -> State:
         ctx = self.ctx
@@ -192,8 +198,8 @@ class DpSgd(Algorithm):
             charge_per_sample(ctx.comm, mine, mask.sum(1), t)
             expected = cfg.sample_rate * counts.to(sums.dtype)
             msgs = sums / expected.unsqueeze(1)
-            if cfg.threat_model == "local" and self.std > 0:
-                std = self.std * math.sqrt(self.workers)
+            if cfg.threat_model == "local" and self.drawn_std > 0:
+                std = self.drawn_std * math.sqrt(self.workers)
                 msgs = msgs + local_noise(self.noise_seed, ctx.hosted[mine], t, d, std, msgs.dtype)
         else:
             msgs = torch.zeros(0, d, dtype=ctx.dtype, device=ctx.device)
@@ -210,8 +216,8 @@ class DpSgd(Algorithm):
             return
         xs = state["x"]
         g = got[0].to(xs.dtype) / self.workers
-        if cfg.threat_model == "central" and self.std > 0:
-            g = g + server_noise(self.noise_seed, self.server_id, t, d, self.std, xs.dtype)
+        if cfg.threat_model == "central" and self.drawn_std > 0:
+            g = g + server_noise(self.noise_seed, self.server_id, t, d, self.drawn_std, xs.dtype)
         xs[0].sub_(g, alpha=cfg.lr)
         ctx.ledgers["privacy"].spend("step")
 

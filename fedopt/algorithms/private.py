@@ -53,6 +53,14 @@ NOISE_SEED_FIELD = Field(
     "experiment seed. Changing it redraws the noise on the same data (privacy audits)",
 )
 
+AUDIT_NOISE_SCALE_FIELD = Field(
+    1.0,
+    ge=0,
+    description="for audits only (fedopt audit --noise-scale): multiplies the standard "
+    "deviation of the noise actually drawn, while the ledger still claims the calibrated "
+    "epsilon; any value but 1 breaks the privacy claim (a deliberately broken mechanism)",
+)
+
 PLD_FIELD = Field(
     True,
     description="also report the PLD accountant's (tighter) epsilon in every record "

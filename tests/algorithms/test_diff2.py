@@ -189,3 +189,28 @@ def test_stop_rounds_is_required() -> None:
     raw["stop"] = {"rounds": None, "sim_time_s": 10.0}
     with pytest.raises(ConfigError, match=r"stop\.rounds"):
         compile_plan(validate(raw))
+
+
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        {"name": "dp_gd", "clip_grad": 2.0},
+        {"name": "diff2", "tau": 0.5, "clip_grad": 2.0, "clip_diff": 2.0},
+        {"name": "dp_sgd", "clip": 2.0, "sample_rate": 0.5, "noise_multiplier": 1.5},
+    ],
+    ids=["dp_gd", "diff2", "dp_sgd"],
+)
+def test_audit_noise_scale_scales_the_drawn_noise_not_the_ledger(algorithm: dict) -> None:
+    """One round from the same point: x_1 = x_0 - lr (g + s xi), so the step's noise part
+    is linear in s; the ledger and the calibrated constants do not move."""
+    common = {"lr": 0.2, "epsilon": 3.0, "noise_seed": 4, **algorithm}
+    runs = {
+        s: run(_raw({**common, "audit_noise_scale": s}, rounds=1))[1] for s in (0.0, 0.5, 1.0)
+    }
+    x0, half, full = (runs[s].final_model.to(torch.float64) for s in (0.0, 0.5, 1.0))
+    assert float(torch.linalg.vector_norm(full - x0)) > 1e-3
+    torch.testing.assert_close(half - x0, 0.5 * (full - x0), rtol=0, atol=1e-12)
+    assert runs[0.5].ledgers == runs[1.0].ledgers
+    assert runs[0.5].derived.pop("audit_noise_scale") == 0.5
+    assert "audit_noise_scale" not in runs[1.0].derived
+    assert runs[0.5].derived == runs[1.0].derived
