@@ -25,8 +25,10 @@ BUILTIN = {
     "digits_mlp",
     "digits_model",
     "fc10_regression",
+    "canary",
 }
 EXPECTED = {
+    "canary": {"per_sample_gradients"},
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
     "logistic": {"labels", "noisy_queries", "per_sample_gradients"},
@@ -58,6 +60,7 @@ def test_builtin_capabilities() -> None:
         "logistic",
     ]
     assert providers(Capability.PER_SAMPLE_GRADIENTS) == [
+        "canary",
         "fc10_regression",
         "least_squares",
         "logistic",
