@@ -189,3 +189,30 @@ def test_stop_rounds_is_required() -> None:
     raw["stop"] = {"rounds": None, "sim_time_s": 10.0}
     with pytest.raises(ConfigError, match=r"stop\.rounds"):
         compile_plan(validate(raw))
+
+
+FC10 = {"name": "fc10_regression", "samples": 2000, "data_seed": 0}
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.1, 0.4])
+def test_noiseless_diff2_on_fc10_is_full_batch_gd_to_1e10(tau: float) -> None:
+    """Spec §4.11.2 on the paper's network: the recursion telescopes (float64)."""
+    rounds = 20
+    algo = {"name": "diff2", "lr": 0.1, "tau": tau, **NOISELESS}
+    plan, result, _ = run(_raw(algo, rounds=rounds, problem=FC10))
+    ref = _gd(plan, 0.1, rounds)
+    assert torch.allclose(result.final_model, ref, rtol=0, atol=1e-10)
+    assert float((result.final_model - _gd(plan, 0.1, 0)).norm()) > 1e-3  # it moved
+
+
+def test_noise_levels_follow_the_calibration_on_fc10() -> None:
+    """sigma1, sigma2, z1, z2 in summary.json are the spec's closed form for P = 5."""
+    from fedopt.privacy.calibration import diff2_calibration
+
+    algo = {"name": "diff2", "lr": 0.1, "tau": 0.1, "epsilon": 3.0}
+    plan, result, _ = run(_raw(algo, rounds=20, problem=FC10))
+    n_min = int(_oracle(plan).num_samples.min())
+    assert n_min == 1600 // P  # 2000 rows, 80% train, round-robin over 5 workers
+    cal = diff2_calibration(3.0, 1e-5, 20, 2, P, n_min)
+    assert result.derived["sigma1"] == cal.sigma1 and result.derived["sigma2"] == cal.sigma2
+    assert result.derived["z1"] == pytest.approx(cal.sigma1 * P * n_min / 2, rel=1e-15)
