@@ -216,3 +216,34 @@ def test_noise_levels_follow_the_calibration_on_fc10() -> None:
     cal = diff2_calibration(3.0, 1e-5, 20, 2, P, n_min)
     assert result.derived["sigma1"] == cal.sigma1 and result.derived["sigma2"] == cal.sigma2
     assert result.derived["z1"] == pytest.approx(cal.sigma1 * P * n_min / 2, rel=1e-15)
+
+
+def test_a_resumed_diff2_run_equals_the_uninterrupted_one(tmp_path, monkeypatch) -> None:
+    """The server's v, x_{r-1}, the clients' last model and the ledger are checkpointed."""
+    import json
+
+    from fedopt.algorithms.diff2 import Diff2
+    from fedopt.run import checkpoint_path, run_experiment
+
+    raw = _raw({"name": "diff2", "lr": 0.2, "tau": 0.3, "epsilon": 4.0}, rounds=10)
+    raw["output"] = {"checkpoint_every": 4}
+    cfg = validate(raw)
+    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
+    original = Diff2.round
+
+    def crash_at_6(self, state, t):
+        if t == 6:
+            raise KeyboardInterrupt("driver killed")
+        return original(self, state, t)
+
+    monkeypatch.setattr(Diff2, "round", crash_at_6)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out_dir=out, progress=False)
+    assert checkpoint_path(out).is_file()
+    monkeypatch.setattr(Diff2, "round", original)
+    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
+    a = json.loads((resumed / "summary.json").read_text())
+    b = json.loads((ref / "summary.json").read_text())
+    assert a["params_sha256"] == b["params_sha256"]
+    assert a["ledgers"] == b["ledgers"] and a["ledgers"]["privacy"]["rounds"]["restart"] == 4
