@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = command("bench", "throughput benchmarks (see README)")
-    p.add_argument("workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna"])
+    p.add_argument("workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2"])
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--nodes", type=int, default=1024)

@@ -103,8 +103,9 @@ def bad(overrides: str | tuple[str, ...], *match: str, id: str, **kw: Any) -> Ba
 
 # Ray identity in the default suite: one per family that no other Ray test covers (the
 # server's summed mean split over actors, two robust exchanges, an iterative rule, a
-# dual event method); dsgd, ADOM+, MSDA, MoNNA, DADAO and async gossip have Ray tests
-RAY_FAST = frozenset({"fedavg", "learn", "mogm", "continuized"})
+# dual event method, private noise at the server); dsgd, ADOM+, MSDA, MoNNA, DADAO and
+# async gossip have Ray tests
+RAY_FAST = frozenset({"fedavg", "learn", "mogm", "continuized", "diff2"})
 
 QUAD = {"name": "quadratic", "dim": 6, "mu": 0.5, "L": 2.0, "dtype": "float64"}
 LSQ = {
@@ -200,6 +201,41 @@ ROUND_INFOS = [
             ),
         ),
     ),
+]
+
+# private algorithms on a star of 8 clients; a large epsilon keeps the noise small enough
+# for a distance bound (the spec's sanity figures are in tests/algorithms/test_diff2.py)
+PRIVATE_LSQ = {**LSQ, "samples_per_node": 200}
+PRIVATE_BAD = (
+    bad("algorithm.epsilon=0", "algorithm.epsilon", "greater than 0", id="epsilon-zero"),
+    bad("algorithm.delta=1", "algorithm.delta", "less than 1", id="delta-one"),
+    bad("problem.name=quadratic", "per_sample_gradients", "quadratic", id="no-per-sample"),
+)
+
+
+def _private(name: str, tol: float, **algorithm: Any) -> AlgorithmInfo:
+    extra = ()
+    if name == "diff2":
+        extra = (bad("algorithm.tau=2", "algorithm.tau", "less than or equal to 1", id="tau"),)
+    return AlgorithmInfo(
+        name,
+        experiment(
+            topology={"name": "star", "n": 9},
+            algorithm={"name": name, "lr": 0.5, "epsilon": 50.0, **algorithm},
+            problem=PRIVATE_LSQ,
+            stop={"rounds": 200},
+            eval={"every": 200},
+        ),
+        tol=tol,
+        ray_slow=name != "diff2",  # the server's noise and the clients' sums over actors
+        bad_inputs=PRIVATE_BAD + extra,
+    )
+
+
+ROUND_INFOS += [
+    _private("diff2", 0.4, tau=0.1, clip_grad=50.0, clip_diff=10.0),
+    _private("dp_gd", 0.6, clip_grad=50.0),
+    _private("dp_sgd", 0.8, lr=0.3, clip=50.0, sample_rate=0.2),
 ]
 
 # robust peer-to-peer algorithms: complete graph, identical honest optima (so every rule

@@ -62,3 +62,20 @@ def test_report_of_two_same_named_runs(tmp_path: Path, capsys: pytest.CaptureFix
     height, width = image.shape[:2]
     assert width == 2 * 6 * 110  # two panels a row, not one long strip
     assert height == 2 * 3.8 * 110  # three loss panels: two rows
+
+
+def test_private_runs_get_loss_against_epsilon_spent() -> None:
+    from fedopt.results.report import EPSILON_AXIS, Run, _panels, _x_value
+
+    rec = {
+        "round": 5,
+        "loss": 0.1,
+        "per_sample_gradients_total": 100,
+        "gradients_total": 0,
+        "ledgers": {"privacy": {"epsilon_rdp": 1.25}},
+    }
+    panels = _panels([Run(Path("r"), "r", [rec], {})])
+    assert ("loss", EPSILON_AXIS, "epsilon spent (RDP accountant)") in panels
+    assert any(x == "per_sample_gradients_total" for _, x, _ in panels)
+    assert not any(x == "gradients_total" for _, x, _ in panels)  # no gradients counted
+    assert _x_value(rec, EPSILON_AXIS) == 1.25

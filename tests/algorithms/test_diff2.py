@@ -181,7 +181,7 @@ def test_a_noise_multiplier_the_accountant_cannot_accept_is_refused() -> None:
     algo = {"name": "dp_sgd", "epsilon": 1.0, "noise_multiplier": 0.3, "sample_rate": 0.5}
     with pytest.raises(ConfigError) as err:
         compile_plan(validate(_raw(algo, rounds=200)))
-    assert "algorithm.noise_multiplier" in str(err.value) and "1.0" in str(err.value)
+    assert "algorithm.noise_multiplier" in str(err.value) and "over the budget 1" in str(err.value)
 
 
 def test_stop_rounds_is_required() -> None:
@@ -189,6 +189,64 @@ def test_stop_rounds_is_required() -> None:
     raw["stop"] = {"rounds": None, "sim_time_s": 10.0}
     with pytest.raises(ConfigError, match=r"stop\.rounds"):
         compile_plan(validate(raw))
+
+
+FC10 = {"name": "fc10_regression", "samples": 2000, "data_seed": 0}
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.1, 0.4])
+def test_noiseless_diff2_on_fc10_is_full_batch_gd_to_1e10(tau: float) -> None:
+    """Spec §4.11.2 on the paper's network: the recursion telescopes (float64)."""
+    rounds = 20
+    algo = {"name": "diff2", "lr": 0.1, "tau": tau, **NOISELESS}
+    plan, result, _ = run(_raw(algo, rounds=rounds, problem=FC10))
+    ref = _gd(plan, 0.1, rounds)
+    assert torch.allclose(result.final_model, ref, rtol=0, atol=1e-10)
+    assert float((result.final_model - _gd(plan, 0.1, 0)).norm()) > 1e-3  # it moved
+
+
+def test_noise_levels_follow_the_calibration_on_fc10() -> None:
+    """sigma1, sigma2, z1, z2 in summary.json are the spec's closed form for P = 5."""
+    from fedopt.privacy.calibration import diff2_calibration
+
+    algo = {"name": "diff2", "lr": 0.1, "tau": 0.1, "epsilon": 3.0}
+    plan, result, _ = run(_raw(algo, rounds=20, problem=FC10))
+    n_min = int(_oracle(plan).num_samples.min())
+    assert n_min == 1600 // P  # 2000 rows, 80% train, round-robin over 5 workers
+    cal = diff2_calibration(3.0, 1e-5, 20, 2, P, n_min)
+    assert result.derived["sigma1"] == cal.sigma1 and result.derived["sigma2"] == cal.sigma2
+    assert result.derived["z1"] == pytest.approx(cal.sigma1 * P * n_min / 2, rel=1e-15)
+
+
+def test_a_resumed_diff2_run_equals_the_uninterrupted_one(tmp_path, monkeypatch) -> None:
+    """The server's v, x_{r-1}, the clients' last model and the ledger are checkpointed."""
+    import json
+
+    from fedopt.algorithms.diff2 import Diff2
+    from fedopt.run import checkpoint_path, run_experiment
+
+    raw = _raw({"name": "diff2", "lr": 0.2, "tau": 0.3, "epsilon": 4.0}, rounds=10)
+    raw["output"] = {"checkpoint_every": 4}
+    cfg = validate(raw)
+    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
+    original = Diff2.round
+
+    def crash_at_6(self, state, t):
+        if t == 6:
+            raise KeyboardInterrupt("driver killed")
+        return original(self, state, t)
+
+    monkeypatch.setattr(Diff2, "round", crash_at_6)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out_dir=out, progress=False)
+    assert checkpoint_path(out).is_file()
+    monkeypatch.setattr(Diff2, "round", original)
+    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
+    a = json.loads((resumed / "summary.json").read_text())
+    b = json.loads((ref / "summary.json").read_text())
+    assert a["params_sha256"] == b["params_sha256"]
+    assert a["ledgers"] == b["ledgers"] and a["ledgers"]["privacy"]["rounds"]["restart"] == 4
 
 
 @pytest.mark.parametrize(
@@ -204,9 +262,7 @@ def test_audit_noise_scale_scales_the_drawn_noise_not_the_ledger(algorithm: dict
     """One round from the same point: x_1 = x_0 - lr (g + s xi), so the step's noise part
     is linear in s; the ledger and the calibrated constants do not move."""
     common = {"lr": 0.2, "epsilon": 3.0, "noise_seed": 4, **algorithm}
-    runs = {
-        s: run(_raw({**common, "audit_noise_scale": s}, rounds=1))[1] for s in (0.0, 0.5, 1.0)
-    }
+    runs = {s: run(_raw({**common, "audit_noise_scale": s}, rounds=1))[1] for s in (0.0, 0.5, 1.0)}
     x0, half, full = (runs[s].final_model.to(torch.float64) for s in (0.0, 0.5, 1.0))
     assert float(torch.linalg.vector_norm(full - x0)) > 1e-3
     torch.testing.assert_close(half - x0, 0.5 * (full - x0), rtol=0, atol=1e-12)
