@@ -6,6 +6,10 @@
   mechanisms, with dp-accounting's RDP (Mironov 2017) or PLD accountant.
 * :mod:`fedopt.privacy.ledger`: :class:`PrivacyLedger`, the server's mergeable account
   of noisy releases (a :class:`fedopt.engine.ledger.Ledger`).
+* :mod:`fedopt.privacy.lower_bound`: a statistical lower bound on epsilon from a
+  threshold test's error rates (Clopper–Pearson; Kairouz et al., ICML 2015).
+* :mod:`fedopt.privacy.audit`: ``fedopt audit``, the empirical audit of a private run
+  against its accountant, with a gradient canary (:mod:`fedopt.problems.canary`).
 
 Nothing here imports dp-accounting at import time; the functions that need it raise a
 :class:`~fedopt.errors.ConfigError` with the install command when it is missing.
