@@ -74,7 +74,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from fedopt.errors import ConfigError
+from fedopt.errors import ConfigError, RunDiverged
 from fedopt.privacy.lower_bound import ALPHA, ThresholdTest, finite_or_none, threshold_audit
 
 CanaryKind = Literal["replace", "add"]
@@ -430,7 +430,13 @@ def run_audit(
                 u = unit_direction(canary, models.shape[1])
                 carrying = carrying_rounds(worker.derived_constants(), rounds)
                 ledger = worker.ctx.ledgers.get("privacy")
-            stats[w].append(statistic(models, u, lr, carrying))
+            value = statistic(models, u, lr, carrying)
+            if not math.isfinite(value):
+                raise RunDiverged(
+                    f"audit trial with noise_seed {seed}: the released iterates are not "
+                    f"finite (x_R = {models[-1].tolist()}); lower algorithm.lr"
+                )
+            stats[w].append(value)
             if progress is not None:
                 progress(w * n + len(stats[w]), 2 * n)
     per_trial = (time.perf_counter() - t1) / (2 * n)

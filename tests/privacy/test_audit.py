@@ -171,6 +171,15 @@ def test_what_cannot_be_audited_is_refused(raw: dict, match: str) -> None:
         run_audit(raw, AuditSettings(trials=4))
 
 
+def test_a_diverged_trial_stops_the_audit(monkeypatch) -> None:
+    import fedopt.privacy.audit as audit
+    from fedopt.errors import RunDiverged
+
+    monkeypatch.setattr(audit, "statistic", lambda *a: math.nan)
+    with pytest.raises(RunDiverged, match="audit trial with noise_seed 0: the released"):
+        run_audit(tiny(), AuditSettings(trials=4))
+
+
 @pytest.mark.parametrize(
     ("kw", "match"),
     [
