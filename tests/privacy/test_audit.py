@@ -238,3 +238,13 @@ def test_dp_sgd_honest_audit_with_the_add_canary() -> None:
     del raw["algorithm"]["clip_grad"]
     r = run_audit(raw, AuditSettings(trials=400))
     assert r.canary == "add" and r.epsilon_lb < r.epsilon_accountant and not r.violation
+
+
+@pytest.mark.slow
+def test_dp_sgd_without_sampling_with_a_tenth_of_the_noise_is_caught() -> None:
+    """The add canary against an empty slot (q = 1: no sampling noise in the statistic;
+    at q = 0.25 the sum over rounds does not see the broken variant, see the README)."""
+    raw = tiny({"name": "dp_sgd", "clip": 1.0, "sample_rate": 1.0}, rounds=3)
+    del raw["algorithm"]["clip_grad"]
+    r = run_audit(raw, AuditSettings(trials=200, noise_scale=0.1))
+    assert r.canary == "add" and r.violation and r.epsilon_lb > r.epsilon_rdp
