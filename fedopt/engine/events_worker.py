@@ -176,6 +176,11 @@ class EventWorker:
         self.hosted = np.array(hosted, dtype=np.int64)  # a writable copy
         self.whole = len(self.hosted) == self.n
         algo = ALGORITHMS.get(cfg.algorithm.name)
+        if algo.evaluation != "average_model":
+            raise TypeError(
+                f"{cfg.algorithm.name}: evaluation = {algo.evaluation!r}, but the event "
+                "schedule evaluates the average model only; use 'average_model'"
+            )
         self.node_oracle = build_node_oracle(
             plan, oracle_nodes(plan, self.hosted, bool(getattr(algo, "edge_oracles", False)))
         )

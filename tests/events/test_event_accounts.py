@@ -213,3 +213,16 @@ def test_a_checkpoint_without_worker_counters_resumes_with_the_gradient_count() 
     resumed = execute(plan, resume=old)
     grads = whole.result.records[-1]["gradients_total"]
     assert resumed.result.records[-1]["gradients_total"] == grads > 0
+
+
+def test_a_metric_of_the_wrong_shape_and_node_models_evaluation_are_refused(
+    counting, monkeypatch
+) -> None:
+    plan = compile_plan(validate(raw()))
+    w = EventWorker(plan, np.arange(8))
+    w.setup.metrics = lambda ids: {"bad": torch.zeros(3)}
+    with pytest.raises(ValueError, match=r"metric 'bad' has shape \(3,\).*shape \(8,\)"):
+        w.accounts()
+    monkeypatch.setattr(CountingGossip, "evaluation", "node_models")
+    with pytest.raises(TypeError, match="evaluates the average model only"):
+        EventWorker(plan, np.arange(8))
