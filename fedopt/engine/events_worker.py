@@ -354,7 +354,8 @@ class EventWorker:
     def evaluate(self, xbar: torch.Tensor) -> EvalPartial:
         """``f_i(x_bar)`` and ``p_i`` of the hosted nodes, by data rank (= node id).
 
-        The driver sums every worker's values in rank order: ``loss = sum_i p_i f_i``.
+        The driver sums every worker's values in rank order: ``loss = sum_i p_i f_i``
+        (and, with ``eval.grad_norm``, the terms ``p_i grad f_i(x_bar)``).
         """
         o = self.oracle
         x = xbar.to(o.dtype)
@@ -364,8 +365,12 @@ class EventWorker:
         else:
             rows = self.node_oracle.rows(ids)
             weights = o.weights[rows]
-        values = o.value(x.unsqueeze(0).expand(len(rows), -1), rows)
-        return EvalPartial(ids, values.to(torch.float64), weights, 0.0, 0.0, {})
+        X = x.unsqueeze(0).expand(len(rows), -1)
+        values = o.value(X, rows)
+        grads = None
+        if self.plan.config.eval.grad_norm:  # p_i grad f_i(x_bar), summed by the driver
+            grads = o.full_grad(X, rows).to(torch.float64) * weights.to(torch.float64)[:, None]
+        return EvalPartial(ids, values.to(torch.float64), weights, 0.0, 0.0, {}, grads)
 
     def optimum_stats(self) -> OptimumStats | None:
         """The closed-form optimum's statistics of the hosted nodes (None if unknown)."""

@@ -132,3 +132,19 @@ def test_a_node_without_an_oracle_here_is_an_engine_error() -> None:
     assert x0.shape == (8, 5) and bool((x0[2:] == 0).all()) and bool((x0[:2] != 0).any())
     whole = EventWorker(plan, np.arange(8))
     assert torch.equal(whole.ctx.initial_params()[:2], x0[:2])  # keyed by node: same draw
+
+
+def test_grad_norm_of_an_event_run_is_summed_over_the_workers() -> None:
+    raw = experiment(**{**CASES["dadao-ring"], "eval": {"every": 1, "grad_norm": True}})
+    plan = compile_plan(validate(raw))
+    local = execute(plan)
+    sharded, _ = run_sharded(plan, 3)
+    assert _strip(sharded.records) == _strip(local.result.records)
+    oracle = PROBLEMS.get("least_squares").build(
+        plan.config.problem, seed=0, data_ranks=torch.arange(8), num_data_nodes=8, device="cpu"
+    )
+    x = local.result.final_model.expand(8, -1)
+    g = (oracle.full_grad(x, torch.arange(8)) * oracle.weights.unsqueeze(1)).sum(0)
+    last, first = local.result.records[-1], local.result.records[0]
+    assert last["grad_norm_sq"] == pytest.approx(float(g.square().sum()), rel=1e-12)
+    assert first["grad_norm_sq"] > 100 * last["grad_norm_sq"]  # DADAO converges
