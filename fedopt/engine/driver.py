@@ -32,7 +32,14 @@ from fedopt.engine.worker import EvalPartial
 from fedopt.network.counters import Counters
 from fedopt.network.meter import MeterTotals
 
-__all__ = ["NONFINITE_SHOWN", "RunResult", "evaluate", "mark_nonfinite", "run_schedule"]
+__all__ = [
+    "NONFINITE_SHOWN",
+    "RunResult",
+    "evaluate",
+    "figures_at",
+    "mark_nonfinite",
+    "run_schedule",
+]
 
 
 class WorkerGroup(Protocol):
@@ -129,11 +136,14 @@ def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
     return ids_t[order], params_t[order]
 
 
-def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
+def figures_at(group: Any, x: torch.Tensor) -> dict[str, float]:
     """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``.
 
-    With ``eval.grad_norm``, also ``grad_norm_sq = ||sum_i p_i grad f_i(x)||^2``, the
-    per-node terms summed in rank order (the same on every engine).
+    ``group.evaluate(x)`` gives every worker's :class:`~fedopt.engine.worker.EvalPartial`
+    (round or event schedule); values are summed in data-rank order, so the figures do
+    not depend on the placement. With ``eval.grad_norm``, also
+    ``grad_norm_sq = ||sum_i p_i grad f_i(x)||^2``, the per-node terms summed in rank
+    order (the same on every engine).
     """
     parts = group.evaluate(x)
     ranks = torch.cat([p.ranks for p in parts])
@@ -162,7 +172,7 @@ def node_mean_figures(group: WorkerGroup, params: torch.Tensor) -> dict[str, flo
     (``math.fsum``, exactly rounded). This is DIMAT's reported curve: the accuracy of
     every agent's own model on the full test set, averaged over agents.
     """
-    rows = [_figures(group, params[i]) for i in range(len(params))]
+    rows = [figures_at(group, params[i]) for i in range(len(params))]
     keys = [k for k in rows[0] if all(k in r for r in rows)] if rows else []
     return {k: math.fsum(r[k] for r in rows) / len(rows) for k in keys}
 
@@ -186,7 +196,7 @@ def evaluate(
     ids, params = _gather_outputs(group)
     p64 = params.to(torch.float64)
     xbar = canonical_sum(p64, None, block) / len(ids)
-    at_avg = _figures(group, xbar)
+    at_avg = figures_at(group, xbar)
     dev = ((p64 - xbar) ** 2).sum(1)
     figures = node_mean_figures(group, params) if mode == "node_models" else at_avg
     metrics: dict[str, float] = {

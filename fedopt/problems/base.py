@@ -25,6 +25,7 @@ capabilities (:mod:`fedopt.problems.capabilities`), which algorithms require by 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
@@ -82,6 +83,17 @@ class OptimumStats:
         if H.ndim == 1:
             return g / H
         return torch.linalg.solve(H, g)
+
+
+def solve_optimum(parts: Sequence[OptimumStats | None]) -> torch.Tensor | None:
+    """``x*`` from every worker's partial statistics (None when a problem has none)."""
+    stats = [s for s in parts if s is not None]
+    if not stats:
+        return None
+    total = stats[0]
+    for s in stats[1:]:
+        total = total + s
+    return total.solve()
 
 
 class Oracle(ABC):
