@@ -78,7 +78,7 @@ class Diff2Config(AlgorithmConfig):
     """Hyperparameters of DIFF2-GD (defaults: the reference scripts' middle of the grid)."""
 
     name: Literal["diff2"] = "diff2"
-    lr: float = Field(0.5, gt=0, description="step size eta of x <- x - eta v")
+    lr: float = Field(0.5, gt=0, le=1e6, description="step size eta of x <- x - eta v")
     epsilon: float = EPSILON_FIELD
     delta: float = DELTA_FIELD
     tau: float = Field(
@@ -99,7 +99,7 @@ class DpGdConfig(AlgorithmConfig):
     """Hyperparameters of DP-GD (DIFF2 with ``T = 1``: every round is a restart round)."""
 
     name: Literal["dp_gd"] = "dp_gd"
-    lr: float = Field(0.5, gt=0, description="step size eta of x <- x - eta v")
+    lr: float = Field(0.5, gt=0, le=1e6, description="step size eta of x <- x - eta v")
     epsilon: float = EPSILON_FIELD
     delta: float = DELTA_FIELD
     clip_grad: float = clip_field(10.0, "C: per-sample gradient clip radius")

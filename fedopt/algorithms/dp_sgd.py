@@ -65,7 +65,7 @@ class DpSgdConfig(AlgorithmConfig):
     """Hyperparameters of distributed DP-SGD."""
 
     name: Literal["dp_sgd"] = "dp_sgd"
-    lr: float = Field(0.5, gt=0, description="step size of x <- x - lr g")
+    lr: float = Field(0.5, gt=0, le=1e6, description="step size of x <- x - lr g")
     epsilon: float = EPSILON_FIELD
     delta: float = DELTA_FIELD
     clip: float = clip_field(10.0, "C: per-sample gradient clip radius")
