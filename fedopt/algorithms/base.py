@@ -292,6 +292,11 @@ class Algorithm(ABC):
     roles: ClassVar[tuple[str, ...]] = ("gossip",)
     schedule: ClassVar[str] = "rounds"  # or "events" (Poisson clocks; see fedopt.events)
     supports_byzantine: ClassVar[bool] = False  # accepts the experiment's byzantine section
+    zeroth_order: ClassVar[bool] = False
+    """The algorithm calls no gradient of the oracle, only the counted queries of
+    capability ``noisy_queries`` (which it then also ``requires``). Only such algorithms
+    accept a black-box problem (:attr:`~fedopt.problems.base.Oracle.has_gradients`
+    False); the compiler refuses every other pairing with one."""
     state_tensors: ClassVar[int] = 4
     """Upper bound on the ``[k, dim]`` tensors a worker holds at once for its ``k`` nodes:
     the state plus one round's temporaries (the default covers a model, its mixed copy,

@@ -46,6 +46,7 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     require(
         capabilities, f"algorithm {algo_name!r}", config.problem.name, problem_cls, config.problem
     )
+    check_gradients(config, algo)
     check_run_memory(config, base_dir)  # before anything is built: the config's bound
     budget_gb = config.engine.memory_budget_gb
     topo = build_topology(
@@ -119,6 +120,38 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     )
     algo.check_plan(config.algorithm, plan)
     return compile_facts(plan, algo)
+
+
+def zeroth_order_algorithms() -> list[str]:
+    """Sorted names of the registered algorithms that only query (no gradients)."""
+    return sorted(n for n, a in ALGORITHMS.items() if a.zeroth_order)
+
+
+def check_gradients(config: ExperimentConfig, algo: type[Algorithm]) -> None:
+    """Refuse gradients asked of a black-box problem (one without gradients).
+
+    A black box (:meth:`~fedopt.problems.base.Problem.has_gradients` False) accepts only
+    :attr:`~fedopt.algorithms.base.Algorithm.zeroth_order` algorithms, and no
+    ``eval.grad_norm`` (the norm of a gradient nobody can compute). The reverse pairing,
+    a zeroth-order algorithm on a problem without ``noisy_queries``, is the capability
+    check's (the algorithm ``requires`` it).
+    """
+    name, problem = config.algorithm.name, config.problem.name
+    if PROBLEMS.get(problem).has_gradients(config.problem):
+        return
+    if not algo.zeroth_order:
+        offer = ", ".join(zeroth_order_algorithms()) or "none registered"
+        raise ConfigError(
+            f"algorithm.name: algorithm {name!r} uses gradients, but problem {problem!r} is a "
+            f"black box (capability 'noisy_queries' only, no gradients); zeroth-order "
+            f"algorithms: {offer}. Fix: set algorithm.name to one of them, or pick a problem "
+            "with gradients"
+        )
+    if config.eval.grad_norm:
+        raise ConfigError(
+            f"eval.grad_norm: true needs gradients, but problem {problem!r} is a black box "
+            "(no gradients); set eval.grad_norm: false"
+        )
 
 
 def check_event_schedule(config: ExperimentConfig) -> None:

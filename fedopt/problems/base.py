@@ -117,6 +117,12 @@ class Oracle(ABC):
     capabilities
         What the oracle provides beyond the core (:class:`Capability`), each with its
         protocol's methods; a class declaring one without them cannot be defined.
+    has_gradients
+        Whether the core gradients (:meth:`grad`, :meth:`full_grad`, :meth:`sgd_step_`)
+        exist. False for black-box problems (:mod:`fedopt.problems.blackbox`), whose
+        ``f_i`` can only be queried (capability ``noisy_queries``): their gradient
+        methods raise ``TypeError``, and the compiler refuses them to every algorithm
+        that is not :attr:`~fedopt.algorithms.base.Algorithm.zeroth_order`.
     """
 
     dim: int
@@ -125,6 +131,7 @@ class Oracle(ABC):
     weights: torch.Tensor
     num_samples: torch.Tensor
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    has_gradients: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -205,6 +212,12 @@ class Problem:
         problem whose capabilities depend on its config overrides it.
         """
         return cls.oracle_class.capabilities
+
+    @classmethod
+    def has_gradients(cls, config: ProblemConfig | None = None) -> bool:
+        """Whether the oracle built from ``config`` has gradients (default: its class's
+        :attr:`Oracle.has_gradients`); False for query-only black boxes."""
+        return cls.oracle_class.has_gradients
 
     @classmethod
     def build(
