@@ -4,7 +4,7 @@ Two pieces, both node-batched and keyed so that a node's numbers do not depend o
 which worker hosts it:
 
 * :func:`orthonormal_directions`: ``Q`` Gaussian directions per node, keyed by
-  ``(seed, purpose, id, step)``, orthonormalised by modified Gram-Schmidt (unit norm,
+  ``(seed, purpose, id, step)``, orthonormalised as Gram-Schmidt does (unit norm,
   mutually orthogonal; ``Q <= d``);
 * :func:`fd_gradient`: the forward-difference estimate along those directions,
 
@@ -52,10 +52,12 @@ def orthonormal_directions(
 
     Row ``i`` is a pure function of ``(seed, purpose, ids[i], step)`` (``step`` an int
     or a ``[k]`` tensor): ``Q`` standard normal vectors drawn with
-    :func:`fedopt.rng.normal`, then orthonormalised in order by modified Gram-Schmidt
-    (twice, for orthogonality to rounding: "twice is enough"), so ``u_q . u_p = delta_qp``
-    to ~1e-15. The arithmetic is elementwise plus per-row sums, so a row has the same
-    bits whichever other rows share the call.
+    :func:`fedopt.rng.normal`, then orthonormalised in order: the Q factor of a
+    Householder QR with the signs that make ``diag(R) > 0``, which is what Gram-Schmidt
+    gives (``u_1`` is ``g_1 / ||g_1||``, ``u_q`` the normalised part of ``g_q``
+    orthogonal to ``u_1..u_{q-1}``), orthonormal to ~1e-15. On the CPU the batched QR
+    factors each row's matrix separately, so a row has the same bits whichever other
+    rows share the call.
 
     Parameters
     ----------
@@ -80,15 +82,12 @@ def orthonormal_directions(
         )
     k = len(ids)
     keys = rng.node_keys(seed, purpose, ids, step)
-    U = rng.normal(keys, Q * d, torch.float64).reshape(k, Q, d).to(ids.device)
-    for _ in range(2):
-        for q in range(Q):
-            u = U[:, q]
-            for p in range(q):
-                v = U[:, p]
-                u = u - (u * v).sum(dim=1, keepdim=True) * v
-            U[:, q] = u / (u * u).sum(dim=1, keepdim=True).sqrt()
-    return U
+    G = rng.normal(keys, Q * d, torch.float64).reshape(k, Q, d).to(ids.device)
+    if k == 0:
+        return G
+    Qf, R = torch.linalg.qr(G.transpose(1, 2))  # [k, d, Q], [k, Q, Q]
+    signs = torch.sign(torch.diagonal(R, dim1=1, dim2=2))  # Gram-Schmidt's: diag(R) > 0
+    return (Qf * signs.unsqueeze(1)).transpose(1, 2).contiguous()
 
 
 def fd_gradient(
