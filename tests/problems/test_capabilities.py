@@ -26,6 +26,9 @@ BUILTIN = {
     "digits_model",
     "fc10_regression",
     "canary",
+    "zo_quadratic",
+    "ackley",
+    "levy",
 }
 EXPECTED = {
     "canary": {"per_sample_gradients"},
@@ -36,6 +39,9 @@ EXPECTED = {
     "digits_mlp": {"labels"},
     "digits_model": {"labels"},
     "fc10_regression": {"per_sample_gradients"},
+    "zo_quadratic": {"noisy_queries"},
+    "ackley": {"noisy_queries"},
+    "levy": {"noisy_queries"},
 }
 
 
