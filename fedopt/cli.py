@@ -307,6 +307,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("problems:")
     for name, prob in PROBLEMS.items():
         caps = ", ".join(sorted(prob.capabilities())) or "-"
+        if not prob.has_gradients():
+            caps += "; no gradients"
         print(f"  {name:<{w}}  {fields(prob.Config)}  [capabilities: {caps}]{_origin(prob)}")
     print("topologies (parameters go in topology.params):")
     for name, gen in TOPOLOGIES.items():

@@ -376,7 +376,8 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "params_sha256": params_digest(result.final_ids, result.final_params),
         "derived": dict(getattr(result, "derived", {})),  # Algorithm.derived_constants
     }
-    for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq"):
+    figures = ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq")
+    for key in (*figures, "loss_gap"):
         if key in last:
             summary[f"final_{key}"] = last[key]
     summary["evaluation"] = getattr(result, "evaluation", "average_model")
