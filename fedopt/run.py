@@ -377,7 +377,7 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "derived": dict(getattr(result, "derived", {})),  # Algorithm.derived_constants
     }
     figures = ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq")
-    for key in (*figures, "loss_gap"):
+    for key in (*figures, "loss_gap", "attack_success"):  # the last two: black boxes
         if key in last:
             summary[f"final_{key}"] = last[key]
     summary["evaluation"] = getattr(result, "evaluation", "average_model")

@@ -12,12 +12,14 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``fc10_regression``       DIFF2's ``fc_10`` MSE regression, synthetic California-Housing shape
 ``zo_quadratic``          FZooS's synthetic quadratic, black box (queries only), closed-form F*
 ``ackley``, ``levy``      client-shifted test functions, black box (queries only)
+``digits_attack``         federated black-box adversarial attack on digits (queries only)
 ``canary``                any problem with per-sample gradients plus one gradient canary
                           (privacy audits, :mod:`fedopt.problems.canary`)
 ========================  =====================================================
 """
 
 from fedopt.problems import (  # registers
+    attack,
     blackbox,
     canary,
     digits,
@@ -37,6 +39,7 @@ __all__ = [
     "PartitionConfig",
     "Problem",
     "ProblemConfig",
+    "attack",
     "blackbox",
     "canary",
     "digits",

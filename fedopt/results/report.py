@@ -41,6 +41,7 @@ _EXTRA = (
     ("test_loss", "test loss"),
     ("grad_norm_sq", "||grad F||^2 (train)"),
     ("loss_gap", "F(x) - F* (closed form)"),
+    ("attack_success", "attack success (ensemble margin < 0)"),
 )
 _LOG_METRICS = ("distance_to_opt", "relative_sq_distance", "grad_norm_sq", "loss_gap")
 EPSILON_AXIS = "epsilon_rdp"

@@ -29,6 +29,7 @@ BUILTIN = {
     "zo_quadratic",
     "ackley",
     "levy",
+    "digits_attack",
 }
 EXPECTED = {
     "canary": {"per_sample_gradients"},
@@ -42,6 +43,7 @@ EXPECTED = {
     "zo_quadratic": {"noisy_queries"},
     "ackley": {"noisy_queries"},
     "levy": {"noisy_queries"},
+    "digits_attack": {"noisy_queries"},
 }
 
 
