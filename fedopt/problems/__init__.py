@@ -13,6 +13,7 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``zo_quadratic``          FZooS's synthetic quadratic, black box (queries only), closed-form F*
 ``ackley``, ``levy``      client-shifted test functions, black box (queries only)
 ``digits_attack``         federated black-box adversarial attack on digits (queries only)
+``digits_metric``         1 - macro F1 of a perturbed pre-trained MLP on digits (queries only)
 ``canary``                any problem with per-sample gradients plus one gradient canary
                           (privacy audits, :mod:`fedopt.problems.canary`)
 ========================  =====================================================
@@ -26,6 +27,7 @@ from fedopt.problems import (  # registers
     fc10,
     least_squares,
     logistic,
+    metric,
     quadratic,
 )
 from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig
@@ -46,6 +48,7 @@ __all__ = [
     "fc10",
     "least_squares",
     "logistic",
+    "metric",
     "parse_problem_config",
     "quadratic",
 ]

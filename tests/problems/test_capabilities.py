@@ -30,6 +30,7 @@ BUILTIN = {
     "ackley",
     "levy",
     "digits_attack",
+    "digits_metric",
 }
 EXPECTED = {
     "canary": {"per_sample_gradients"},
@@ -44,6 +45,7 @@ EXPECTED = {
     "ackley": {"noisy_queries"},
     "levy": {"noisy_queries"},
     "digits_attack": {"noisy_queries"},
+    "digits_metric": {"noisy_queries"},
 }
 
 
