@@ -224,8 +224,8 @@ def test_zeroth_order_methods_refuse_problems_without_queries() -> None:
         compile_plan(validate(raw))
     assert str(err.value).startswith(
         "problem.name: algorithm 'fedzo' needs capability 'noisy_queries' which problem "
-        "'digits_mlp' does not provide; problems that provide it: ackley, least_squares, levy, "
-        "logistic, quadratic, zo_quadratic."
+        "'digits_mlp' does not provide; problems that provide it: ackley, digits_attack, "
+        "digits_metric, least_squares, levy, logistic, quadratic, zo_quadratic."
     )
     # a problem with gradients and queries serves both kinds of method
     raw["problem"] = QUAD64
