@@ -353,6 +353,7 @@ ZO_BAD = (
     bad("algorithm.fd_step=-0.01", "algorithm.fd_step", "greater than 0", id="lambda-neg"),
     bad("eval.grad_norm=true", "eval.grad_norm", "black box", id="grad-norm"),
     bad("topology.name=ring", "star", id="not-a-star"),
+    bad("algorithm.safeguard=oracle", "algorithm.safeguard", "federated", id="oracle-safeguard"),
     bad(
         (),
         "needs capability 'noisy_queries'",

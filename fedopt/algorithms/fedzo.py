@@ -23,9 +23,16 @@ No projection: the problem clips inside ``f`` (pitfall P7). Every query is count
 (``queries`` kind, ``queries_total`` in the records): FedZO and FedProx-ZO spend
 ``T (Q + 1)`` per client per round, so ``N R T (Q + 1)`` over ``R`` rounds. Query
 ``s`` of round ``r`` of a node has the noise step ``r B + s`` with
-``B = (T + 1)(Q + 1)`` (slot 0 is SCAFFOLD-I's control estimate), so every query of a
-node has its own noise. The SCAFFOLD variants (:mod:`fedopt.algorithms.scaffold_zo`)
-reuse this loop through :meth:`ZeroOrderStar.control` and :meth:`ZeroOrderStar.send`.
+``B = (T + 1)(Q + 1) + 2`` (slot 0 is SCAFFOLD-I's control estimate, the last two the
+safeguard's), so every query of a node has its own noise.
+
+``safeguard: federated`` emulates the FZooS code's acceptance test (pitfall P1: the code
+reads the true global ``F``, which no node has) as :meth:`ZeroOrderStar.safeguard`
+does: ``x_r`` down, ``f_i(x_{r-1})`` and ``f_i(x_r)`` queried (2 more queries per client
+per round) and sent up (2 scalars), ``x_{r-1}`` kept unless ``F`` decreased.
+
+The SCAFFOLD variants (:mod:`fedopt.algorithms.scaffold_zo`) reuse this loop through
+:meth:`ZeroOrderStar.control` and :meth:`ZeroOrderStar.send`.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedopt.algorithms.base import (
     ALGORITHMS,
@@ -68,6 +75,21 @@ class ZeroOrderConfig(AlgorithmConfig):
         "adam", description="client optimiser, fresh every round (adam: betas 0.9, 0.999)"
     )
     server_lr: float = Field(1.0, gt=0, description="eta_g: server step on the average")
+    safeguard: Literal["off", "federated", "oracle"] = Field(
+        "off",
+        description="keep x_{r-1} when F did not decrease: federated (2 metered queries and "
+        "2 scalars per client per round) or off; oracle (the reference's true F) is refused",
+    )
+
+    @model_validator(mode="after")
+    def _no_oracle(self) -> ZeroOrderConfig:
+        if self.safeguard == "oracle":
+            raise ValueError(
+                "algorithm.safeguard: 'oracle' reads the true global F, which no federated "
+                "node can evaluate, and its queries would go unmetered; use 'federated' "
+                "(each client queries f_i at both points and sends 2 scalars, metered) or 'off'"
+            )
+        return self
 
 
 class FedZOConfig(ZeroOrderConfig):
@@ -130,7 +152,8 @@ class ZeroOrderStar(Algorithm):
     def queries_per_round(cls, config: ZeroOrderConfig, t: int) -> int:
         """Queries one client spends in round ``t`` (0-based)."""
         extra = 1 if cls.control_queries and t >= 1 else 0
-        return (config.local_steps + extra) * fd_queries(config.directions)
+        safe = 2 if config.safeguard == "federated" else 0
+        return (config.local_steps + extra) * fd_queries(config.directions) + safe
 
     def derived_constants(self) -> dict[str, Constant]:
         """Clients, queries per FD estimate and per client-round (from round 2 on)."""
@@ -154,7 +177,14 @@ class ZeroOrderStar(Algorithm):
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        return 2 * clients * rounds
+        return 2 * clients * rounds + cls.safeguard_traffic(config, plan, rounds)
+
+    @staticmethod
+    def safeguard_traffic(config: AlgorithmConfig, plan: object, rounds: int) -> int:
+        """Messages of the federated safeguard: ``x_r`` down and 2 scalars up per client."""
+        if config.safeguard != "federated":  # type: ignore[attr-defined]
+            return 0
+        return 2 * len(plan.topology.role_nodes("client")) * rounds  # type: ignore[attr-defined]
 
     # -- state ------------------------------------------------------------------------
     def init_state(self) -> State:
@@ -172,9 +202,11 @@ class ZeroOrderStar(Algorithm):
 
     # -- the round ----------------------------------------------------------------------
     def query_step(self, t: int, slot: int) -> int:
-        """Noise step of the first query of FD ``slot`` of round ``t`` (slot 0: control)."""
+        """Noise step of the first query of FD ``slot`` of round ``t`` (slot 0: control;
+        slot ``T + 1``: the safeguard's two queries)."""
         cfg = self.config
-        return (t * (cfg.local_steps + 1) + slot) * self.per_estimate
+        per_round = (cfg.local_steps + 1) * self.per_estimate + 2
+        return t * per_round + slot * self.per_estimate
 
     def estimate(self, X: torch.Tensor, t: int, slot: int) -> torch.Tensor:
         """``Delta_i(X_i)`` for the hosted clients (``Q + 1`` counted queries each)."""
@@ -242,9 +274,45 @@ class ZeroOrderStar(Algorithm):
                 g = g + corr
             X.sub_(self.opt.update(opt_state, g, cfg.lr))
         average = self.send(state, t, X, mean_estimate)
-        if average is not None:
-            g = state["w"][0]
-            g.add_(average - g, alpha=cfg.server_lr)
+        new = None
+        if self.server is not None:
+            old = state["w"][0]
+            new = old if average is None else old + cfg.server_lr * (average - old)
+        if cfg.safeguard == "federated":
+            new = self.safeguard(t, w, new)
+        if new is not None:
+            state["w"][0].copy_(new)
+
+    def safeguard(self, t: int, w: torch.Tensor, new: torch.Tensor | None) -> torch.Tensor | None:
+        """The federated acceptance test (FZooS code, pitfall P1), metered.
+
+        The server sends its candidate ``x_r`` (kind ``x_global``, ``d`` floats); each
+        client queries ``f_i(x_{r-1})`` and ``f_i(x_r)`` (2 counted queries) and sends
+        both (kind ``safeguard``, 2 floats); the server keeps ``x_r`` only when
+        ``sum_i p_i f_i(x_r) < sum_i p_i f_i(x_{r-1})``. Returns the server's model (None
+        on other workers); the next round's broadcast tells the clients.
+        """
+        cfg, ctx = self.config, self.ctx
+        d = w.numel()
+        cand = ctx.comm.broadcast(new, self.server_id, self.ids, "x_global").reshape(-1)
+        k = len(self.mine)
+        points = torch.stack([w, cand]).repeat(k, 1)  # [2k, d]: old, new per client
+        step = self.query_step(t, cfg.local_steps + 1)
+        steps = step + torch.arange(2, dtype=torch.int64).repeat(k)
+        values = ctx.oracle.query(  # type: ignore[attr-defined]
+            points.reshape(2 * k, d), self.rows.repeat_interleave(2), steps, cfg.noise_std
+        ).reshape(k, 2)
+        ctx.comm.compute(self.mine, 2, t, kind="queries")
+        weights = ctx.oracle.weights[self.rows].to(torch.float64)
+        payload = Payload.fields({"values": (2, ctx.dtype)})
+        sums = ctx.comm.gather_sum(
+            values.to(ctx.dtype), weights.to(ctx.dtype), self.ids, self.client_ids,
+            self.server_id, "safeguard", payload,
+        )  # fmt: skip
+        if self.server is None or sums is None or new is None:
+            return None
+        f_old, f_new = (sums[0] / sums[1]).unbind() if float(sums[1]) > 0 else (0.0, 0.0)
+        return cand if bool(f_new < f_old) else w.to(new.dtype)
 
 
 @ALGORITHMS.register("fedzo")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,32 @@ def test_zeroth_order_methods_refuse_problems_without_queries() -> None:
     # a problem with gradients and queries serves both kinds of method
     raw["problem"] = QUAD64
     assert compile_plan(validate(raw)).topology.n == 5
+
+
+@pytest.mark.parametrize("name", ["fedzo", "scaffold_zo2"])
+def test_the_federated_safeguard_keeps_f_from_rising_and_is_metered(name: str) -> None:
+    # d = 20, C = 5: FedZO's F rises again after round ~5 without the safeguard
+    raw = experiment(
+        topology={"name": "star", "n": 6},
+        algorithm={"name": name},
+        problem={"name": "zo_quadratic", "dim": 20, "heterogeneity": 5.0},
+        stop={"rounds": 20},
+        eval={"every": 1},
+    )
+    off = run(raw)[1]
+    safe = copy.deepcopy(raw)
+    safe["algorithm"]["safeguard"] = "federated"
+    plan, on, worker = run(safe)
+    rises = [b["loss"] - a["loss"] for a, b in pairwise(off.records)]
+    assert max(rises) > 1e-3
+    losses = [r["loss"] for r in on.records]
+    assert all(b <= a + 1e-15 for a, b in pairwise(losses))
+    assert losses[-1] < off.records[-1]["loss"]
+    # 2 more queries and 2 more messages (x_r down, 2 scalars up) per client per round
+    assert on.records[-1]["queries_total"] == 5 * 20 * (10 * 21 + 2) == worker.oracle.queries
+    assert on.totals.messages == off.totals.messages + 2 * 5 * 20
+    m, b = on.totals.by_kind["safeguard"]
+    assert (m, b // m) == (100, 2 * 8 + 32)
+    assert on.totals.by_kind["x_global"][1] // 100 == 20 * 8 + 32
+    algo = type(worker.algorithm)
+    assert algo.analytic_traffic(plan.config.algorithm, plan, 20) == on.totals.messages
