@@ -63,9 +63,12 @@ def model_payload(
 ) -> Payload:
     """The logical message of a packed row: fields ``model``, ``buffers`` (and ``count``).
 
-    ``(dim + buf_dim) * itemsize`` bytes, plus one ``count`` element with sample weighting.
+    ``(dim + buf_dim) * itemsize`` bytes, plus one ``count`` element with sample weighting;
+    without buffers (``buf_dim = 0``) the field is left out.
     """
-    spec: dict[str, tuple[int, torch.dtype]] = {"model": (dim, dtype), "buffers": (buf_dim, dtype)}
+    spec: dict[str, tuple[int, torch.dtype]] = {"model": (dim, dtype)}
+    if buf_dim:
+        spec["buffers"] = (buf_dim, dtype)
     if count is not None:
         spec["count"] = (1, count)
     return Payload.fields(spec)

@@ -245,14 +245,9 @@ class FedAvg(Algorithm):
         ctx.comm.compute(mine, cfg.local_steps, t)
         # a client's message carries its model and, with sample weighting, its count
         count = weights.dtype if by_samples else None
+        payload = model_payload(d, bd if self.travel else 0, models.dtype, count)
         if self.travel:  # ... and its running statistics
             models = pack(models, ctx.oracle.get_buffers(rows))  # type: ignore[attr-defined]
-            payload = model_payload(d, bd, models.dtype, count)
-        else:
-            fields = {"model": (d, models.dtype)}
-            if by_samples:
-                fields["count"] = (1, weights.dtype)
-            payload = Payload.fields(fields)
         sums = ctx.comm.gather_sum(
             models,
             weights,
