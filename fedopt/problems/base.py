@@ -246,6 +246,16 @@ class Problem:
         return int(dim) if isinstance(dim, int) else None
 
     @classmethod
+    def buffer_dim(cls, config: ProblemConfig) -> int:
+        """Width of the per-node buffer rows that travel with the parameters (0: none).
+
+        Non-zero for a model that keeps running statistics (``digits_model`` with
+        ``batchnorm: running``; capability ``model``): algorithms must then move the rows
+        with the models (``Algorithm.moves_buffers``), which the compiler checks.
+        """
+        return 0
+
+    @classmethod
     def param_itemsize(cls, config: ProblemConfig) -> int:
         """Bytes per parameter: 8 for ``dtype: float64``, else 4 (float32)."""
         return 8 if getattr(config, "dtype", "float32") == "float64" else 4
