@@ -6,13 +6,17 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     continuized,
     cwtm,
     dadao,
+    diff2,
+    dp_sgd,
     dsgd,
     fedavg,
+    fedzo,
     geomed,
     learn,
     monna,
     msda,
     p2p_mean,
+    scaffold_zo,
     scc,
 )
 from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, WorkerContext

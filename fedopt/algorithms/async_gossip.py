@@ -14,7 +14,13 @@ import torch
 from pydantic import Field
 
 from fedopt import rng
-from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    AlgorithmConfig,
+    EventAlgorithm,
+    EventContext,
+    EventSetup,
+)
 from fedopt.algorithms.facts import graph_chi, time_varying_graphs
 from fedopt.events.gossip import GossipNodes
 from fedopt.events.stream import edge_rate_attribute
@@ -52,7 +58,8 @@ class AsyncGossipSGD(EventAlgorithm):
         return {"dadao_graph": graph_chi(plan, time_varying_graphs(plan))}
 
     @classmethod
-    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+    def build_events(cls, config: Any, plan: Any, ctx: EventContext) -> EventSetup:
+        oracle = ctx.oracle
         graphs = time_varying_graphs(plan)
         chi = plan.facts["dadao_graph"]
         rate = config.gossip_rate or chi["lambda_mix"]  # DADAO's lambda_mix
@@ -69,7 +76,7 @@ class AsyncGossipSGD(EventAlgorithm):
                 out[k] = oracle.grad(X[k : k + 1].to(dtype), rows[k : k + 1], int(steps[k]))[0]
             return out
 
-        x0 = oracle.init_params(torch.arange(plan.topology.n))
+        x0 = ctx.initial_params()
         facts = {"lr": config.lr, "gossip_rate": rate, "chi1": chi["chi1"], "chi2": chi["chi2"]}
         setup = EventSetup(GossipNodes(x0, config.lr), 1.0, rate, grad, facts, message="x")
         if graphs is None:  # per-edge clocks from the graph file's `rate` attribute

@@ -37,7 +37,9 @@ from fedopt.registry import Registry
 if TYPE_CHECKING:
     from fedopt.engine.comm import Comm
     from fedopt.engine.ledger import Ledger
+    from fedopt.events.node_oracle import NodeOracle
     from fedopt.network.compute_time import ComputeTimeModel
+    from fedopt.network.counters import Counters
     from fedopt.problems.base import Oracle
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", field="algorithm.name")
@@ -179,17 +181,87 @@ class WorkerContext:
 
 
 @dataclass
+class EventContext:
+    """What an event-schedule algorithm may use on a worker (:meth:`Algorithm.build_events`).
+
+    Node state is kept for every node id (``S [n, slots, dim]``, rows of nodes hosted
+    elsewhere being copies the worker receives before it reads them), but data live only
+    where they are needed: ``oracle`` holds the hosted nodes (and, with
+    :attr:`EventAlgorithm.edge_oracles`, their graph neighbours) and is called with
+    global node ids.
+
+    Attributes
+    ----------
+    hosted
+        ``[k]`` int64 sorted global ids of the nodes this worker hosts.
+    oracle
+        :class:`~fedopt.events.node_oracle.NodeOracle`: the oracle of the nodes this
+        worker needs, addressed by global node id.
+    num_nodes
+        Total number of nodes.
+    seed
+        Experiment seed.
+    facts
+        The plan's compile-time facts (:meth:`Algorithm.plan_facts`), the same on every
+        worker: worst-case ``mu`` and ``L`` over all nodes, graph constants, ...
+    counters
+        Work counted by kind on this worker (``<kind>_total`` in the records); charge it
+        with :meth:`count` (a restored checkpoint replaces this object, so do not keep
+        a reference to it). Gradient events, and ``EventSetup.grads_per_edge_event`` per
+        edge event, are counted as ``gradients`` by the worker itself.
+    ledgers
+        ``name -> ledger`` this worker keeps for the algorithm
+        (:mod:`fedopt.engine.ledger`): the algorithm creates and updates them; the driver
+        merges every worker's into the records and ``summary.json``; they are part of
+        the event checkpoints.
+    """
+
+    hosted: torch.Tensor
+    oracle: NodeOracle
+    num_nodes: int
+    seed: int
+    facts: Mapping[str, Any]
+    counters: Counters
+    ledgers: dict[str, Ledger] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._mask = torch.zeros(self.num_nodes, dtype=torch.bool)
+        self._mask[self.hosted] = True
+
+    def count(self, kind: str, nodes: torch.Tensor, units: int = 1) -> None:
+        """Charge ``units`` of ``kind`` to each of ``nodes`` (global ids) hosted here.
+
+        A node hosted by another worker is charged there: an edge event whose endpoints
+        live on two workers runs on both, and each charges its own endpoint, so the
+        totals do not depend on the placement.
+        """
+        k = len(nodes) if len(self.hosted) == self.num_nodes else int(self._mask[nodes].sum())
+        self.counters.add(kind, units * k)
+
+    def initial_params(self) -> torch.Tensor:
+        """``[n, dim]``: the initial parameters of every node :attr:`oracle` holds, at its
+        global id (zero rows for the others, which this worker never reads before their
+        host sends them)."""
+        return self.oracle.initial_rows()
+
+
+@dataclass
 class EventSetup:
     """What an event-schedule algorithm gives the event driver.
 
     ``nodes`` has ``apply(grad_nodes, grad_times, edge_i, edge_j, edge_times, grad)``,
-    ``x`` and ``S``; gradient clocks tick at ``node_rate`` per node (0: no gradient
-    clock) and gossip clocks at ``edge_rate_total`` in total (split evenly over edges);
-    ``grad(nodes, x, event_ids)`` gives the local gradients. Methods that compute
-    gradients at edge events (dual methods: one per endpoint) declare how many with
-    ``grads_per_edge_event``; the driver adds them to the gradient count. ``facts`` are
-    the constants the algorithm derived (mu, L, chi_1, rates, step sizes, ...): an event
-    algorithm's :meth:`Algorithm.derived_constants`, written to ``summary.json``.
+    ``x`` and ``S`` (and optionally ``x_rows(ids)``, the iterates of some nodes, which a
+    worker hosting a shard reads instead of ``x``); gradient clocks tick at
+    ``node_rate`` per node (0: no gradient clock) and gossip clocks at
+    ``edge_rate_total`` in total (split evenly over edges); ``grad(nodes, x,
+    event_ids)`` gives the local gradients. Methods that compute gradients at edge
+    events (dual methods: one per endpoint) declare how many with
+    ``grads_per_edge_event`` (and set :attr:`EventAlgorithm.edge_oracles`); the worker
+    adds them to the gradient count. ``facts`` are the constants the algorithm derived
+    (mu, L, chi_1, rates, step sizes, ...): an event algorithm's
+    :meth:`Algorithm.derived_constants`, written to ``summary.json``. ``metrics(ids)``
+    (optional) gives ``name -> [len(ids)]`` values of the hosted nodes ``ids`` at every
+    evaluation, reduced like :meth:`Algorithm.metrics`.
     """
 
     nodes: Any
@@ -202,6 +274,7 @@ class EventSetup:
     grads_per_edge_event: int = 0  # gradients computed at each edge event (dual methods)
     message: str = "y+z"  # what an edge event sends each way (the meter's message kind)
     edge_weights: Any = None  # static graphs: relative gossip rate of each undirected edge
+    metrics: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None
 
 
 class Algorithm(ABC):
@@ -219,6 +292,11 @@ class Algorithm(ABC):
     roles: ClassVar[tuple[str, ...]] = ("gossip",)
     schedule: ClassVar[str] = "rounds"  # or "events" (Poisson clocks; see fedopt.events)
     supports_byzantine: ClassVar[bool] = False  # accepts the experiment's byzantine section
+    zeroth_order: ClassVar[bool] = False
+    """The algorithm calls no gradient of the oracle, only the counted queries of
+    capability ``noisy_queries`` (which it then also ``requires``). Only such algorithms
+    accept a black-box problem (:attr:`~fedopt.problems.base.Oracle.has_gradients`
+    False); the compiler refuses every other pairing with one."""
     state_tensors: ClassVar[int] = 4
     """Upper bound on the ``[k, dim]`` tensors a worker holds at once for its ``k`` nodes:
     the state plus one round's temporaries (the default covers a model, its mixed copy,
@@ -232,6 +310,12 @@ class Algorithm(ABC):
     :func:`fedopt.engine.driver.evaluate`."""
     metric_reductions: ClassVar[Mapping[str, str]] = {}
     """How each of :meth:`metrics` is reduced over nodes: mean (default), sum, max, min."""
+    moves_buffers: ClassVar[bool] = False
+    """Whether the algorithm moves the problem's per-node buffer rows (running BatchNorm
+    statistics, ``Problem.buffer_dim > 0``) with its models (:mod:`fedopt.algorithms.buffers`):
+    keeps them in its state, loads them into the oracle before local training, sends and
+    averages or mixes them with the models, and reports them (:meth:`output_buffers`).
+    The compiler refuses a problem with buffers for an algorithm that does not."""
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         self.config = config
@@ -252,6 +336,16 @@ class Algorithm(ABC):
         Evaluation uses their average ``x_bar``; consensus distance is the mean squared
         distance of these rows to ``x_bar``.
         """
+
+    def output_buffers(self, state: State) -> torch.Tensor | None:
+        """Buffer rows ``[m, buf_dim]`` of the models :meth:`output` reports, in the same
+        order (algorithms with :attr:`moves_buffers`; default None: no buffers).
+
+        The worker reports each model as its packed row ``[x_i, b_i]``, so evaluation
+        runs every model on its own running statistics and the average model on the
+        average statistics.
+        """
+        return None
 
     def metrics(self, state: State) -> Mapping[str, torch.Tensor]:
         """Extra record figures: ``name -> [k]`` float values, one per hosted node.
@@ -275,8 +369,11 @@ class Algorithm(ABC):
         return {}
 
     @classmethod
-    def build_events(cls, config: AlgorithmConfig, plan: object, oracle: Oracle) -> EventSetup:
-        """Event-schedule algorithms: node state, clock rates and gradient function."""
+    def build_events(cls, config: AlgorithmConfig, plan: object, ctx: EventContext) -> EventSetup:
+        """Event-schedule algorithms: node state, clock rates and gradient function.
+
+        Called once on every worker with that worker's :class:`EventContext`.
+        """
         raise TypeError(f"{config.name} runs in rounds, not on the event schedule")
 
     @classmethod
@@ -337,6 +434,11 @@ class EventAlgorithm(Algorithm):
 
     schedule: ClassVar[str] = "events"
     state_itemsize: ClassVar[int | None] = 8  # event state is float64
+    edge_oracles: ClassVar[bool] = False
+    """Edge events call the oracle at both endpoints (dual methods, with
+    ``EventSetup.grads_per_edge_event``): a worker hosting a shard then also builds the
+    oracles of its nodes' neighbours, since it computes every edge event that touches
+    one of its nodes. Otherwise it builds its own nodes' oracles only."""
 
     def init_state(self) -> State:
         raise TypeError(f"{self.config.name} runs on the event schedule, not in rounds")

@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    AlgorithmConfig,
+    EventAlgorithm,
+    EventContext,
+    EventSetup,
+)
 from fedopt.algorithms.facts import curvature_facts, plan_curvature
 from fedopt.errors import ConfigError
 from fedopt.events.continuized import ContinuizedConstants, ContinuizedNodes, laplacian_resistances
@@ -55,6 +61,7 @@ class Continuized(EventAlgorithm):
     requires = frozenset({"connected", Capability.CONJUGATE_GRADIENTS})
     roles = ("gossip", "client")
     state_tensors = 6  # float64: S (2 rows per node), x0, dual gradients, event copies
+    edge_oracles = True  # both endpoints of an edge event take a dual gradient
 
     @classmethod
     def check_plan(cls, config: Any, plan: Any) -> None:
@@ -95,7 +102,8 @@ class Continuized(EventAlgorithm):
         return facts
 
     @classmethod
-    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+    def build_events(cls, config: Any, plan: Any, ctx: EventContext) -> EventSetup:
+        oracle = ctx.oracle
         mu, L = plan_curvature(plan.facts, config.name)
         n = plan.topology.n
         edges = edge_arrays(plan.topology.edges)

@@ -20,7 +20,13 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, AlgorithmConfig, EventAlgorithm, EventSetup
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    AlgorithmConfig,
+    EventAlgorithm,
+    EventContext,
+    EventSetup,
+)
 from fedopt.algorithms.facts import (
     curvature_facts,
     graph_chi,
@@ -75,7 +81,8 @@ class DADAO(EventAlgorithm):
         return facts
 
     @classmethod
-    def build_events(cls, config: Any, plan: Any, oracle: Any) -> EventSetup:
+    def build_events(cls, config: Any, plan: Any, ctx: EventContext) -> EventSetup:
+        oracle = ctx.oracle
         mu, L = plan_curvature(plan.facts, config.name)
         graphs = time_varying_graphs(plan)
         chi = plan.facts["dadao_graph"]
@@ -83,7 +90,7 @@ class DADAO(EventAlgorithm):
         threshold = chi["lambda_mix"]
         lam = config.lambda_mix or threshold
         consts = DadaoConstants.from_problem(mu, L, chi1, lam)
-        x0 = oracle.init_params(torch.arange(plan.topology.n))
+        x0 = ctx.initial_params()
 
         def grad(rows: torch.Tensor, X: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             return oracle.full_grad(X.to(getattr(oracle, "dtype", X.dtype)), rows)

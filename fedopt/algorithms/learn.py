@@ -72,26 +72,20 @@ class LEARN(RobustP2P):
         return g
 
     def round(self, state: State, t: int) -> None:
-        ctx = self.ctx
         lr = self.lr_at(t)
         X = state["x"][self.honest_local]
-        mine = ctx.hosted[self.honest_local]
         index = self.received_index(t)
-        pivot_rows = self.honest_pos
         # exchange 1: gradients
-        G, clocks = ctx.comm.all_gather(self.gradients(X, t), mine, self.honest)
-        BG = self.byzantine_vectors(G, state, t, lr)
+        G, BG = self.robust_exchange(self.gradients(X, t), state, t, lr, index, "gradient")
         pool = torch.cat([G, BG]) if BG is not None else G
         g_agg = self.rule.aggregate_pool(pool, index, None)
-        self.meter_round(G, index, clocks, kind="gradient")
         # exchange 2: models after the local step
         half = X - lr * g_agg.to(X.dtype)
-        H, clocks = ctx.comm.all_gather(half, mine, self.honest)
-        B = self.byzantine_vectors(H, state, t, lr)
+        H, B = self.robust_exchange(half, state, t, lr, index, "model")
         pool = torch.cat([H, B]) if B is not None else H
-        new = self.rule.aggregate_pool(pool, index, H[pivot_rows] if self.rule.uses_pivot else None)
+        pivot = H[self.honest_pos] if self.rule.uses_pivot else None
+        new = self.rule.aggregate_pool(pool, index, pivot)
         state["x"][self.honest_local] = new.to(state["x"].dtype)
-        self.meter_round(H, index, clocks)
 
     @classmethod
     def analytic_traffic(cls, config, plan, rounds: int) -> int:  # type: ignore[no-untyped-def]

@@ -229,22 +229,54 @@ class RobustP2P(Algorithm):
         return X - self.optimizer.update(state, g, lr, rows=hl)
 
     def round(self, state: State, t: int) -> None:
-        ctx = self.ctx
         lr = self.lr_at(t)
         half = self.half_step(state, t, lr)
-        mine = ctx.hosted[self.honest_local]
-        H, clocks = ctx.comm.all_gather(half, mine, self.honest)
-        B = self.byzantine_vectors(H, state, t, lr)
         index = self.received_index(t)
+        H, B = self.robust_exchange(half, state, t, lr, index, "model")
         pool = torch.cat([H, B]) if B is not None else H
         pivot = H[self.honest_pos]
         new = self.rule.aggregate_pool(pool, index, pivot if self.rule.uses_pivot else None)
         state["x"][self.honest_local] = new.to(state["x"].dtype)
-        self.meter_round(H, index, clocks)
+
+    def robust_exchange(
+        self, rows: torch.Tensor, state: State, t: int, lr: float, index: torch.Tensor, kind: str
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One robust exchange of the hosted honest ``rows``: ``(all honest rows, Byzantine rows)``.
+
+        Every honest node sends its row to the ``n - 1`` others: the all-gather meters
+        them (``kind`` for the vectors a receiver uses, ``kind:late`` for the others,
+        ``kind`` to the Byzantine nodes, which read them all), then every Byzantine node
+        sends its forged vector to each honest node (kind ``byzantine``) once the last
+        honest row is out. What a label-flipping adversary needs is gathered first,
+        unmetered (its exchange precedes this one, so every link-loss draw keeps its key).
+        """
+        ctx = self.ctx
+        flipped = self.adversary_view(state, t)
+        mine = ctx.hosted[self.honest_local]
+        H, clocks = ctx.comm.all_gather(
+            rows,
+            mine,
+            self.honest,
+            kind=kind,
+            uses=self.uses(index),
+            listeners=self.byzantine,
+        )
+        f = len(self.byzantine)
+        if f and len(mine):
+            src, dst = self.byzantine.repeat(len(mine)), mine.repeat_interleave(f)
+            ctx.comm.forged(src, dst, "byzantine", H, sent_at=float(clocks.max()))
+        return H, self.byzantine_vectors(H, t, lr, flipped)
 
     # -- the adversary ----------------------------------------------------------------
+    def adversary_view(self, state: State, t: int) -> torch.Tensor | None:
+        """What the attack reads beyond the honest vectors: every honest node's gradient
+        with flipped labels (all workers; None when the attack needs none)."""
+        if self.attack is None or not self.attack.needs_flipped:
+            return None
+        return self.flipped_gradients(state, t)
+
     def byzantine_vectors(
-        self, H: torch.Tensor, state: State, t: int, lr: float
+        self, H: torch.Tensor, t: int, lr: float, flipped: torch.Tensor | None = None
     ) -> torch.Tensor | None:
         """What the Byzantine nodes send this round (the same on every worker)."""
         if self.attack is None:
@@ -252,9 +284,6 @@ class RobustP2P(Algorithm):
         drift = None
         if self.attack.needs_drift:
             drift = make_drift(self.rule, H, len(self.byzantine))
-        flipped = None
-        if self.attack.needs_flipped:
-            flipped = self.flipped_gradients(state, t)
         return self.attack(
             H,
             self.byzantine,
@@ -294,37 +323,14 @@ class RobustP2P(Algorithm):
             cols.append(byz.unsqueeze(0).expand(r, -1))
         return torch.cat(cols, dim=1).to(self.ctx.device)
 
-    def meter_round(
-        self, H: torch.Tensor, index: torch.Tensor, clocks: torch.Tensor, kind: str = "model"
-    ) -> None:
-        """Meter every vector sent (used, or ``:late``) and the Byzantine ones received."""
-        ctx = self.ctx
-        comm = ctx.comm
-        h, d = H.shape
-        pos = self.honest_pos
-        r = len(pos)
+    def uses(self, index: torch.Tensor) -> torch.Tensor:
+        """``[r, h]`` bool: the honest vectors each hosted honest node aggregates besides
+        its own (the ``picks`` columns of ``index``); the rest reach it late."""
+        h, r = len(self.honest), len(self.honest_pos)
+        used = torch.zeros((r, h), dtype=torch.bool)
         if r:
-            used = torch.zeros((r, h), dtype=torch.bool)
             used.scatter_(1, index[:, 1 : 1 + self.picks].cpu(), True)
-            senders = self.honest.unsqueeze(0).expand(r, -1)
-            receivers = ctx.hosted[self.honest_local].unsqueeze(1).expand(-1, h)
-            other = senders != receivers
-            sent_at = clocks.unsqueeze(0).expand(r, -1)
-            for mask, label, wait in ((used, kind, True), (other & ~used, f"{kind}:late", False)):
-                comm.meter_messages(
-                    senders[mask], receivers[mask], sent_at[mask], d, H.dtype, label, wait
-                )
-            if len(self.byzantine):
-                f = len(self.byzantine)
-                src = self.byzantine.repeat(r)
-                dst = ctx.hosted[self.honest_local].repeat_interleave(f)
-                t_send = torch.full((r * f,), float(clocks.max()), dtype=torch.float64)
-                comm.meter_messages(src, dst, t_send, d, H.dtype, "byzantine")
-        if len(self.byz_local):  # the adversary reads every honest half step
-            b = ctx.hosted[self.byz_local]
-            src = self.honest.repeat(len(b))
-            dst = b.repeat_interleave(h)
-            comm.meter_messages(src, dst, clocks.repeat(len(b)), d, H.dtype, kind, False)
+        return used
 
     @classmethod
     def analytic_traffic(cls, config: Any, plan: Any, rounds: int) -> int:

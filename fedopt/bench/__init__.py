@@ -44,6 +44,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         return bench_monna(
             rounds=args.rounds, hidden=args.hidden, attack=args.attack, threads=args.threads or 1
         )
+    if args.workload == "diff2":
+        from fedopt.bench.diff2 import bench_diff2
+
+        return bench_diff2(threads=args.threads or 1, rounds=max(args.rounds, 10))
     if args.workload == "fedavg-logreg":
         from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
 

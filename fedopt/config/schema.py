@@ -74,6 +74,10 @@ class EvalConfig(Section):
     every_time_s: float | None = Field(
         None, gt=0, description="event schedule: also evaluate at every multiple of this time"
     )
+    grad_norm: bool = Field(
+        False,
+        description="also record grad_norm_sq = ||sum_i p_i grad f_i(x_bar)||^2 (full gradients)",
+    )
 
 
 class OutputConfig(Section):

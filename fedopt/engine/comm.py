@@ -323,15 +323,85 @@ class Comm(ABC):
 
     @abstractmethod
     def all_gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, everyone: torch.Tensor
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        everyone: torch.Tensor,
+        kind: str | None = None,
+        payload: Payload | None = None,
+        uses: torch.Tensor | None = None,
+        listeners: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every worker gets the rows of every sender: ``(rows [len(everyone), d], clocks)``.
 
         ``rows`` are this worker's senders' rows (global ids ``senders``, sorted);
         ``everyone`` (sorted) lists the senders of all workers, which fixes the row order
-        of the result. Nothing is metered here: the algorithm meters the logical
-        messages it models (:meth:`meter_messages`), since who uses what is its business.
+        of the result; ``clocks`` are the senders' clocks at the call (their send times).
+
+        Without ``kind`` nothing is metered: the rows are the simulation's view (what an
+        omniscient adversary reads, say). With ``kind`` every member of ``everyone``
+        sends its row to every other member and to every listener, and each worker
+        meters the messages its hosted nodes receive (:meth:`_meter_all_gather`):
+
+        * ``uses`` (``[len(senders), len(everyone)]`` bool; default all) marks, for each
+          receiver ``senders[r]``, the messages it waits for: metered as ``kind``, its
+          clock moving to their latest arrival; the others arrive too late to be used
+          (``kind:late``, metered, not waited for);
+        * ``listeners`` (sorted global ids outside ``everyone``, the same on every worker)
+          receive every message without waiting for it (``kind``; clocks unchanged).
+
+        Each message is ``payload`` (default: one row of ``rows``). Link-loss draws are
+        keyed by this call's exchange number.
         """
+
+    def _meter_all_gather(
+        self,
+        receivers: torch.Tensor,
+        everyone: torch.Tensor,
+        clocks: torch.Tensor,
+        kind: str,
+        payload: Payload | None,
+        uses: torch.Tensor | None,
+        listeners: torch.Tensor | None,
+        numel: int,
+        dtype: torch.dtype,
+    ) -> None:
+        """Meter the messages of one :meth:`all_gather` that hosted nodes receive.
+
+        In this order: the used messages of the receivers (``kind``, waited for), their
+        late ones (``kind:late``), then every message to a hosted listener (``kind``, not
+        waited for); each sent at its sender's clock ``clocks[s]``.
+        """
+        every = everyone.to(torch.int64).cpu()
+        h, r = len(every), len(receivers)
+        if r:
+            src = every.unsqueeze(0).expand(r, -1)
+            dst = receivers.to(torch.int64).cpu().unsqueeze(1).expand(-1, h)
+            other = src != dst
+            if uses is None:
+                used = other
+            else:
+                used = uses.to(torch.bool).cpu()
+                if used.shape != (r, h):
+                    raise EngineError(
+                        f"all_gather: uses has shape {tuple(used.shape)}; give one row per "
+                        f"sender of this worker and one column per member: ({r}, {h})"
+                    )
+                used = used & other
+            sent_at = clocks.unsqueeze(0).expand(r, -1)
+            for mask, label, wait in ((used, kind, True), (other & ~used, f"{kind}:late", False)):
+                self.meter_messages(
+                    src[mask], dst[mask], sent_at[mask], numel, dtype, label, wait, payload
+                )
+        if listeners is not None and len(listeners):
+            lis = listeners.to(torch.int64).cpu()
+            b = lis[torch.isin(lis, self.hosted)]
+            if len(b):
+                src = every.repeat(len(b))
+                dst = b.repeat_interleave(h)
+                self.meter_messages(
+                    src, dst, clocks.repeat(len(b)), numel, dtype, kind, False, payload
+                )
 
     def meter_messages(
         self,
@@ -349,6 +419,7 @@ class Comm(ABC):
         With ``advance_clock`` the receivers' clocks move to their latest arrival (a
         message the receiver waits for); otherwise only bytes and counts are recorded.
         Each message is ``numel`` elements of ``dtype``, or ``payload`` when given.
+        The collectives meter through this; algorithms do not call it.
         """
         if len(dst) == 0:
             return
@@ -364,17 +435,22 @@ class Comm(ABC):
         kind: str,
         like: torch.Tensor,
         payload: Payload | None = None,
+        sent_at: float | None = None,
     ) -> None:
         """Messages ``src -> dst`` whose content the simulation forges at the receiver.
 
         Omniscient Byzantine senders are simulated where their messages are used, so no
         row moves; the messages are still metered (``payload``, default one row of
-        ``like``), sent at each receiver's clock (``dst`` hosted here), and waited for.
+        ``like``), sent at ``sent_at`` (default: each receiver's clock; ``dst`` hosted
+        here), and waited for.
         """
         if len(dst) == 0:
             return
         src, dst = src.to(torch.int64), dst.to(torch.int64)
-        now = self.clock[self.local_index(dst)]
+        if sent_at is None:
+            now = self.clock[self.local_index(dst)]
+        else:
+            now = torch.full((len(dst),), float(sent_at), dtype=torch.float64)
         numel = like.shape[-1] if like.ndim else 1
         self.meter_messages(src, dst, now, numel, like.dtype, kind, payload=payload)
 
@@ -677,10 +753,23 @@ class LocalComm(Comm):
         return self._neighbourhood(plan, X, plan["src"], used)
 
     def all_gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, everyone: torch.Tensor
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        everyone: torch.Tensor,
+        kind: str | None = None,
+        payload: Payload | None = None,
+        uses: torch.Tensor | None = None,
+        listeners: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.exchange += 1
-        return rows, self.clock[senders.to(torch.int64)]
+        senders = senders.to(torch.int64)
+        clocks = self.clock[senders]  # a copy: the send times, before any arrival
+        if kind is not None:
+            self._meter_all_gather(
+                senders, everyone, clocks, kind, payload, uses, listeners, rows.shape[1], rows.dtype
+            )
+        return rows, clocks
 
     def gather(
         self,

@@ -32,7 +32,14 @@ from fedopt.engine.worker import EvalPartial
 from fedopt.network.counters import Counters
 from fedopt.network.meter import MeterTotals
 
-__all__ = ["NONFINITE_SHOWN", "RunResult", "evaluate", "mark_nonfinite", "run_schedule"]
+__all__ = [
+    "NONFINITE_SHOWN",
+    "RunResult",
+    "evaluate",
+    "figures_at",
+    "mark_nonfinite",
+    "run_schedule",
+]
 
 
 class WorkerGroup(Protocol):
@@ -129,8 +136,15 @@ def _gather_outputs(group: WorkerGroup) -> tuple[torch.Tensor, torch.Tensor]:
     return ids_t[order], params_t[order]
 
 
-def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
-    """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``."""
+def figures_at(group: Any, x: torch.Tensor) -> dict[str, float]:
+    """``loss = sum_i p_i f_i(x)``, training ``accuracy`` and the test figures at ``x``.
+
+    ``group.evaluate(x)`` gives every worker's :class:`~fedopt.engine.worker.EvalPartial`
+    (round or event schedule); values are summed in data-rank order, so the figures do
+    not depend on the placement. With ``eval.grad_norm``, also
+    ``grad_norm_sq = ||sum_i p_i grad f_i(x)||^2``, the per-node terms summed in rank
+    order (the same on every engine).
+    """
     parts = group.evaluate(x)
     ranks = torch.cat([p.ranks for p in parts])
     order = torch.argsort(ranks)
@@ -142,6 +156,10 @@ def _figures(group: WorkerGroup, x: torch.Tensor) -> dict[str, float]:
         out["accuracy"] = sum(p.correct for p in parts) / count
     for p in parts:
         out.update(p.test)
+    if parts and all(p.grads is not None for p in parts):
+        grads = torch.cat([p.grads for p in parts])[order]
+        total = canonical_sum(grads)
+        out["grad_norm_sq"] = float(total.square().sum())
     return out
 
 
@@ -154,7 +172,7 @@ def node_mean_figures(group: WorkerGroup, params: torch.Tensor) -> dict[str, flo
     (``math.fsum``, exactly rounded). This is DIMAT's reported curve: the accuracy of
     every agent's own model on the full test set, averaged over agents.
     """
-    rows = [_figures(group, params[i]) for i in range(len(params))]
+    rows = [figures_at(group, params[i]) for i in range(len(params))]
     keys = [k for k in rows[0] if all(k in r for r in rows)] if rows else []
     return {k: math.fsum(r[k] for r in rows) / len(rows) for k in keys}
 
@@ -164,6 +182,7 @@ def evaluate(
     x_star: torch.Tensor | None,
     block: int,
     mode: str = "average_model",
+    buf_dim: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Metrics of the reported models; ``mode`` is the algorithm's ``evaluation``.
 
@@ -174,12 +193,19 @@ def evaluate(
     kept as ``avg_model_loss``, ``avg_model_accuracy``, ``avg_model_test_*``. Either
     way ``consensus_distance = mean_i ||x_i - x_bar||^2``, and when the optimum is known
     ``distance_to_opt = ||x_bar - x*||`` and ``mean_sq_distance = mean_i ||x_i - x*||^2``.
+
+    With per-node buffers (``buf_dim > 0``) the reported rows are packed ``[x_i, b_i]``:
+    ``x_bar`` carries the mean buffers ``b_bar`` (the average model is evaluated on the
+    average running statistics), and the distances count the parameters only.
     """
     ids, params = _gather_outputs(group)
     p64 = params.to(torch.float64)
     xbar = canonical_sum(p64, None, block) / len(ids)
-    at_avg = _figures(group, xbar)
-    dev = ((p64 - xbar) ** 2).sum(1)
+    at_avg = figures_at(group, xbar)
+    x, xb = p64, xbar
+    if buf_dim:
+        x, xb = p64[:, :-buf_dim], xbar[:-buf_dim]
+    dev = ((x - xb) ** 2).sum(1)
     figures = node_mean_figures(group, params) if mode == "node_models" else at_avg
     metrics: dict[str, float] = {
         "loss": figures["loss"],
@@ -187,8 +213,8 @@ def evaluate(
     }
     metrics.update({k: v for k, v in figures.items() if k != "loss"})
     if x_star is not None:
-        metrics["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
-        metrics["mean_sq_distance"] = float(((p64 - x_star) ** 2).sum(1).mean())
+        metrics["distance_to_opt"] = float(torch.linalg.vector_norm(xb - x_star))
+        metrics["mean_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean())
     if mode == "node_models":
         metrics.update({f"avg_model_{k}": v for k, v in at_avg.items()})
     return metrics, xbar, ids, params
@@ -228,7 +254,7 @@ def run_schedule(
     reductions = dict(algo.metric_reductions)
 
     def record(t: int) -> dict[str, float]:
-        metrics, xbar, ids, params = evaluate(group, x_star, block, mode)
+        metrics, xbar, ids, params = evaluate(group, x_star, block, mode, plan.buf_dim)
         last_eval[:] = [(xbar, ids, params)]
         accounts[:] = [merge_accounts(group.accounts(), reductions, block)]
         rec = make_record(

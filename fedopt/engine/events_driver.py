@@ -8,6 +8,12 @@ workers' counts, and evaluates at block ends every ``eval.every`` blocks (or, wi
 there), where the other stop rules are checked too. Every gossip event is metered as two
 messages (``y + z`` each way) on the directed edges.
 
+The driver holds no data: ``loss = sum_i p_i f_i(x_bar)`` adds the workers' per-node
+values in data-rank order (:func:`~fedopt.engine.driver.figures_at`, as in the round
+schedule) and ``x*`` solves the sum of their partial optimum statistics. The records'
+counters (``<kind>_total``), algorithm metrics and ledgers are the workers' accounts,
+merged in node order (:func:`~fedopt.engine.records.merge_accounts`).
+
 :func:`drive_events` runs over any :class:`EventGroup`: the local runner
 (:mod:`fedopt.engine.events_local`, one in-process worker) and the Ray runner
 (:mod:`fedopt.engine.ray_engine.events`, one worker per actor) both call it, and neither
@@ -28,13 +34,20 @@ from typing import Any, Protocol
 
 import torch
 
-from fedopt.engine.driver import RunResult
+from fedopt.algorithms.base import ALGORITHMS
+from fedopt.engine.driver import RunResult, figures_at
 from fedopt.engine.events_worker import StepResult
 from fedopt.engine.plan import Plan
-from fedopt.engine.records import MergedAccounts, make_record, replay_records
-from fedopt.network.counters import Counters
+from fedopt.engine.records import (
+    Accounts,
+    MergedAccounts,
+    make_record,
+    merge_accounts,
+    replay_records,
+)
+from fedopt.engine.worker import EvalPartial
 from fedopt.network.meter import MeterTotals
-from fedopt.problems.base import Oracle
+from fedopt.problems.base import OptimumStats, solve_optimum
 
 
 class EventGroup(Protocol):
@@ -43,6 +56,12 @@ class EventGroup(Protocol):
     def step(self, until_time: float | None) -> list[StepResult]: ...
 
     def x(self) -> torch.Tensor: ...
+
+    def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]: ...
+
+    def optimum_stats(self) -> list[OptimumStats | None]: ...
+
+    def accounts(self) -> list[Accounts]: ...
 
     def meter_totals(self) -> MeterTotals: ...
 
@@ -56,7 +75,6 @@ class EventGroup(Protocol):
 def drive_events(
     plan: Plan,
     group: EventGroup,
-    oracle: Oracle,
     on_record: Callable[[dict[str, Any]], None],
     on_round: Callable[[int], None],
     resume: dict[str, Any] | None = None,
@@ -74,34 +92,37 @@ def drive_events(
     stop = cfg.stop
     n = plan.topology.n
     rows = torch.arange(n)
-    stats = oracle.optimum_stats()
-    x_star = stats.solve() if stats is not None else None
+    x_star = solve_optimum(group.optimum_stats())
+    algo = ALGORITHMS.get(cfg.algorithm.name)
+    reductions = dict(algo.metric_reductions)
+    block = cfg.engine.reduce_block
 
     counts = {"events": 0, "gradients": 0, "communications": 0}
     records: list[dict[str, Any]] = []
+    accounts: list[MergedAccounts] = [MergedAccounts()]
     wall0 = time.perf_counter()
     sim_time = 0.0
 
     def record(blocks: int) -> dict[str, Any]:
         x = group.x()
         xbar = x.mean(0)
-        xo = xbar.to(getattr(oracle, "dtype", torch.float32))
-        values = oracle.value(xo.unsqueeze(0).expand(n, -1), rows)
+        at = figures_at(group, xbar)
         figures = {
-            "loss": float((values * oracle.weights.double()).sum()),
+            "loss": at.pop("loss"),
             "consensus_distance": float(((x - xbar) ** 2).sum(1).mean()),
+            **at,
         }
         if x_star is not None:
             figures["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
             figures["mean_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean())
-        accounts = MergedAccounts(counters=Counters({"gradients": counts["gradients"]}))
+        accounts[0] = merge_accounts(group.accounts(), reductions, block)
         rec = make_record(
             blocks,
             sim_time,
             time.perf_counter() - wall0,
             figures,
             group.meter_totals(),
-            accounts,
+            accounts[0],
             records[0] if records else None,
             rows,
             x,
@@ -116,11 +137,16 @@ def drive_events(
     next_tick = tick
     every_ckpt = cfg.output.checkpoint_every
     if resume is not None:
-        group.restore(resume["workers"])
+        snaps = resume["workers"]
+        if snaps and not any("counters" in w for w in snaps):  # written before counters
+            snaps = [{**snaps[0], "counters": {"gradients": resume["counts"]["gradients"]}}]
+            snaps += resume["workers"][1:]
+        group.restore(snaps)
         blocks, sim_time = int(resume["round"]), float(resume["sim_time"])
         counts.update(resume["counts"])
         next_tick = resume["next_tick"]
         replay_records(records, resume["records"], on_record, on_restore)
+        accounts[0] = merge_accounts(group.accounts(), reductions, block)
     else:
         record(0)
     while True:
@@ -178,5 +204,8 @@ def drive_events(
         x_star=x_star,
         totals=group.meter_totals(),
         derived=group.derived_constants(),
-        counters=Counters({"gradients": counts["gradients"]}),
+        counters=accounts[0].counters,
+        ledgers=accounts[0].ledgers,
+        evaluation=algo.evaluation,
+        metrics=accounts[0].metrics,
     )

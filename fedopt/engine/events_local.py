@@ -17,7 +17,10 @@ from fedopt.engine.events_worker import EventWorker, StepResult
 from fedopt.engine.local import configure_threads
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
+from fedopt.engine.records import Accounts
+from fedopt.engine.worker import EvalPartial
 from fedopt.network.meter import MeterTotals
+from fedopt.problems.base import OptimumStats
 
 
 class LocalEventGroup:
@@ -31,6 +34,15 @@ class LocalEventGroup:
 
     def x(self) -> torch.Tensor:
         return self.worker.nodes.x
+
+    def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]:
+        return [self.worker.evaluate(xbar)]
+
+    def optimum_stats(self) -> list[OptimumStats | None]:
+        return [self.worker.optimum_stats()]
+
+    def accounts(self) -> list[Accounts]:
+        return [self.worker.accounts()]
 
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter.totals
@@ -65,7 +77,6 @@ def run_local_events(
     result = drive_events(
         plan,
         group,
-        group.worker.oracle,
         on_record,
         on_round,
         resume=resume,

@@ -20,6 +20,24 @@ messages of ``dim`` float64 (``i -> j`` and ``j -> i``; kind ``EventSetup.messag
 as ``y+z`` for DADAO), each metered by the worker
 hosting its receiver. Each edge event is counted (as a communication, and for its
 dual-gradient computations if the algorithm declares some) by the worker hosting ``i``.
+
+Data are local: a worker builds the oracle of its hosted nodes only, plus, for an
+algorithm whose edge events call the oracle at both endpoints
+(``EventAlgorithm.edge_oracles``, the continuized method), its nodes' graph neighbours
+(:func:`oracle_nodes`). Facts about every node (worst-case ``mu`` and ``L``, graph
+constants) come from ``plan.facts``, computed once at compile time. What every worker
+does hold for all ``n`` nodes is the node-state table ``S [n, slots, dim]`` (float64,
+indexed by global id; rows of other workers' nodes are the copies swapped in before
+each cross-worker edge event) and the event stream of the current block (at most
+``engine.event_block`` events, which every worker needs to cut the same dependency
+levels). Evaluation adds per-worker partial sums (:meth:`EventWorker.evaluate`,
+:meth:`EventWorker.optimum_stats`) in data-rank order, as the round schedule does.
+
+Work is counted by kind in the worker's :class:`~fedopt.network.counters.Counters`:
+gradient events and the declared gradients of edge events as ``gradients``, anything
+else the algorithm charges through ``EventContext.count``; with the algorithm's metrics
+(``EventSetup.metrics``) and ledgers (``EventContext.ledgers``) they reach the records
+through :meth:`EventWorker.accounts`, and are part of the worker's snapshot.
 """
 
 from __future__ import annotations
@@ -33,15 +51,19 @@ import numpy as np
 import torch
 
 from fedopt.algorithms import ALGORITHMS
-from fedopt.algorithms.base import Constant, EventSetup, plain_constants
+from fedopt.algorithms.base import Constant, EventContext, EventSetup, plain_constants
 from fedopt.engine.plan import Plan
+from fedopt.engine.records import Accounts
+from fedopt.engine.worker import EvalPartial
 from fedopt.events import PoissonEventStream
 from fedopt.events.batching import dependency_levels
+from fedopt.events.node_oracle import NodeOracle
 from fedopt.events.simulate import SortedBlock, apply_block, edge_arrays
 from fedopt.events.stream import EventBlock, SwitchingEventStream
+from fedopt.network.counters import Counters
 from fedopt.network.meter import Meter
 from fedopt.problems import PROBLEMS
-from fedopt.problems.base import Oracle
+from fedopt.problems.base import OptimumStats, Oracle
 
 
 class Transport(Protocol):
@@ -59,21 +81,37 @@ class StepResult:
     events: int  # events of the block that were applied (the same on every worker)
     cut: bool  # the block was cut by ``stop.sim_time_s``
     end_time: float  # time of the last applied event
-    gradients: int  # gradient computations counted by this worker
+    gradients: int  # gradients counted by this worker in the block (its counters' increase)
     communications: int  # edge events counted by this worker
 
 
-def build_event_oracle(plan: Plan) -> Oracle:
-    """The oracle of every node (event problems are small; each worker holds all data)."""
-    cfg = plan.config
+def oracle_nodes(plan: Plan, hosted: np.ndarray, edge_oracles: bool) -> np.ndarray:
+    """Sorted ids of the nodes whose oracle a worker hosting ``hosted`` builds.
+
+    The hosted nodes; with ``edge_oracles`` also every graph neighbour of one of them
+    (over every graph of a time-varying topology: ``topology.edges`` is their union),
+    since such a worker computes each edge event touching its nodes at both endpoints.
+    """
     n = plan.topology.n
-    return PROBLEMS.get(cfg.problem.name).build(
+    if len(hosted) == n or not edge_oracles:
+        return np.asarray(hosted, dtype=np.int64)
+    edges = plan.topology.edges
+    near = edges[np.isin(edges[:, 0], hosted), 1]
+    return np.union1d(hosted, near).astype(np.int64)
+
+
+def build_node_oracle(plan: Plan, nodes: np.ndarray) -> NodeOracle:
+    """The oracle of the data nodes ``nodes`` (their data rank is their id), on the CPU."""
+    cfg = plan.config
+    ids = torch.from_numpy(np.asarray(nodes, dtype=np.int64))
+    oracle: Oracle = PROBLEMS.get(cfg.problem.name).build(
         cfg.problem,
         seed=cfg.seed,
-        data_ranks=torch.arange(n),
-        num_data_nodes=n,
+        data_ranks=ids,
+        num_data_nodes=plan.topology.n,
         device=torch.device("cpu"),
     )
+    return NodeOracle(oracle, ids, plan.topology.n)
 
 
 def build_stream(plan: Plan, setup: EventSetup) -> PoissonEventStream | SwitchingEventStream:
@@ -135,16 +173,38 @@ class EventWorker:
         cfg, topo = plan.config, plan.topology
         self.plan = plan
         self.n = topo.n
-        self.oracle = build_event_oracle(plan)
-        self.setup = ALGORITHMS.get(cfg.algorithm.name).build_events(
-            cfg.algorithm, plan, self.oracle
+        self.hosted = np.array(hosted, dtype=np.int64)  # a writable copy
+        self.whole = len(self.hosted) == self.n
+        algo = ALGORITHMS.get(cfg.algorithm.name)
+        if algo.evaluation != "average_model":
+            raise TypeError(
+                f"{cfg.algorithm.name}: evaluation = {algo.evaluation!r}, but the event "
+                "schedule evaluates the average model only; use 'average_model'"
+            )
+        self.node_oracle = build_node_oracle(
+            plan, oracle_nodes(plan, self.hosted, bool(getattr(algo, "edge_oracles", False)))
         )
+        self.oracle = self.node_oracle.oracle
+        self.counters = Counters()
+        self.ctx = EventContext(
+            hosted=torch.from_numpy(self.hosted.copy()),
+            oracle=self.node_oracle,
+            num_nodes=self.n,
+            seed=cfg.seed,
+            facts=plan.facts,
+            counters=self.counters,
+        )
+        self.setup = algo.build_events(cfg.algorithm, plan, self.ctx)
         self.nodes = self.setup.nodes
         self.grad = self.setup.grad
         self.grads_per_edge = int(getattr(self.setup, "grads_per_edge_event", 0))
+        if self.grads_per_edge and not getattr(algo, "edge_oracles", False):
+            raise TypeError(
+                f"{cfg.algorithm.name}: its edge events compute {self.grads_per_edge} "
+                "gradients (EventSetup.grads_per_edge_event), so a worker needs its "
+                "neighbours' oracles; set edge_oracles = True on the algorithm class"
+            )
         self.stream = build_stream(plan, self.setup)
-        self.hosted = np.array(hosted, dtype=np.int64)  # a writable copy
-        self.whole = len(self.hosted) == self.n
         self.hosted_mask = torch.zeros(self.n, dtype=torch.bool)
         self.hosted_mask[torch.from_numpy(self.hosted)] = True
         self.owner = owner if owner is not None else np.zeros(self.n, dtype=np.int64)
@@ -173,21 +233,27 @@ class EventWorker:
                 )
         self.blocks += 1
         end = float(blk.time[keep - 1]) if keep else 0.0
+        before = self.counters["gradients"]
         if self.whole:
             res = apply_block(self.nodes, blk, keep, self.grad)
             if len(res.edge_i):
                 src = torch.cat([res.edge_i, res.edge_j]).numpy()
                 dst = torch.cat([res.edge_j, res.edge_i]).numpy()
                 self._meter(src, dst)
-            grads = res.gradients + self.grads_per_edge * res.communications
-            return StepResult(keep, keep < len(blk.time), end, grads, res.communications)
-        levels = dependency_levels(blk.a[:keep], blk.b[:keep], self.n) - 1
-        block = SortedBlock(blk, keep, levels)
-        grads = comms = 0
-        for level, span in enumerate(block.spans):
-            g, c = self._apply_level(block, span, key=(self.blocks, level))
-            grads += g
-            comms += c
+            grads, comms = (
+                res.gradients + self.grads_per_edge * res.communications,
+                res.communications,
+            )
+        else:
+            levels = dependency_levels(blk.a[:keep], blk.b[:keep], self.n) - 1
+            block = SortedBlock(blk, keep, levels)
+            grads = comms = 0
+            for level, span in enumerate(block.spans):
+                g, c = self._apply_level(block, span, key=(self.blocks, level))
+                grads += g
+                comms += c
+        self.counters.add("gradients", grads)
+        grads = self.counters["gradients"] - before  # with what the algorithm charged
         return StepResult(keep, keep < len(blk.time), end, grads, comms)
 
     def _apply_level(
@@ -255,6 +321,8 @@ class EventWorker:
             "edge_messages": m.edge_messages.clone(),
             "edge_bytes": m.edge_bytes.clone(),
             "totals": copy.deepcopy(m.totals),
+            "counters": self.counters.as_dict(),
+            "ledgers": copy.deepcopy(self.ctx.ledgers),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -270,13 +338,68 @@ class EventWorker:
         m.edge_messages.copy_(snap["edge_messages"])
         m.edge_bytes.copy_(snap["edge_bytes"])
         m.totals = copy.deepcopy(snap["totals"])
+        self.counters = self.ctx.counters = Counters(snap.get("counters", {}))
+        self.ctx.ledgers.clear()
+        self.ctx.ledgers.update(copy.deepcopy(snap.get("ledgers", {})))
 
     # -- reads ---------------------------------------------------------------------
     def hosted_x(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ids, x rows)`` of the hosted nodes (their current primal iterates)."""
         ids = torch.from_numpy(self.hosted)
-        x = self.nodes.x
-        return ids, (x if self.whole else x[ids]).clone()
+        if self.whole:
+            return ids, self.nodes.x.clone()
+        rows = getattr(self.nodes, "x_rows", None)
+        return ids, (rows(ids) if rows is not None else self.nodes.x[ids]).clone()
+
+    def evaluate(self, xbar: torch.Tensor) -> EvalPartial:
+        """``f_i(x_bar)`` and ``p_i`` of the hosted nodes, by data rank (= node id).
+
+        The driver sums every worker's values in rank order: ``loss = sum_i p_i f_i``
+        (and, with ``eval.grad_norm``, the terms ``p_i grad f_i(x_bar)``).
+        """
+        o = self.oracle
+        x = xbar.to(o.dtype)
+        ids = torch.from_numpy(self.hosted)
+        if self.whole:
+            rows, weights = torch.arange(self.n), o.weights
+        else:
+            rows = self.node_oracle.rows(ids)
+            weights = o.weights[rows]
+        X = x.unsqueeze(0).expand(len(rows), -1)
+        values = o.value(X, rows)
+        grads = None
+        if self.plan.config.eval.grad_norm:  # p_i grad f_i(x_bar), summed by the driver
+            grads = o.full_grad(X, rows).to(torch.float64) * weights.to(torch.float64)[:, None]
+        return EvalPartial(ids, values.to(torch.float64), weights, 0.0, 0.0, {}, grads)
+
+    def optimum_stats(self) -> OptimumStats | None:
+        """The closed-form optimum's statistics of the hosted nodes (None if unknown)."""
+        stats = self.oracle.optimum_stats()
+        if stats is None or self.whole or len(self.node_oracle.nodes) == len(self.hosted):
+            return stats
+        keep = torch.isin(stats.ranks, torch.from_numpy(self.hosted))
+        return OptimumStats(stats.ranks[keep], stats.H[keep], stats.g[keep])
+
+    def accounts(self) -> Accounts:
+        """Counters, ledgers (copies) and per-node metrics (``EventSetup.metrics``)."""
+        ids = torch.from_numpy(self.hosted.copy())
+        rows: dict[str, torch.Tensor] = {}
+        if self.setup.metrics is not None:
+            for name, values in self.setup.metrics(ids).items():
+                v = torch.as_tensor(values).detach().to("cpu", torch.float64)
+                if v.shape != (len(ids),):
+                    raise ValueError(
+                        f"{self.plan.config.algorithm.name}: metric {name!r} has shape "
+                        f"{tuple(v.shape)}; give one value per hosted node, shape ({len(ids)},)"
+                    )
+                rows[name] = v
+        return Accounts(
+            first_node=int(ids[0]) if len(ids) else -1,
+            counters=Counters(self.counters.as_dict()),
+            ledgers=copy.deepcopy(self.ctx.ledgers),
+            node_ids=ids,
+            metrics=rows,
+        )
 
     def derived_constants(self) -> dict[str, Constant]:
         """Constants the algorithm derived (rates, mu, L, ...): ``EventSetup.facts``."""

@@ -200,3 +200,7 @@ class ContinuizedNodes:
     def x(self) -> torch.Tensor:
         """Primal iterates ``x_i = grad f_i*(y_i)``: ``[n, dim]`` float64 (the output)."""
         return self._primal(torch.arange(self.n), self.S[:, Y]).to(torch.float64)
+
+    def x_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Primal iterates of the nodes ``ids`` only: ``[len(ids), dim]`` float64."""
+        return self._primal(ids, self.S[ids, Y]).to(torch.float64)

@@ -221,3 +221,7 @@ class DadaoNodes:
     def x(self) -> torch.Tensor:
         """Primal iterates ``[n, dim]`` (the output)."""
         return self.S[:, X]
+
+    def x_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Primal iterates of the nodes ``ids``: ``[len(ids), dim]``."""
+        return self.S[ids, X]

@@ -47,3 +47,7 @@ class GossipNodes:
     def x(self) -> torch.Tensor:
         """Primal iterates ``[n, dim]``."""
         return self.S[:, 0]
+
+    def x_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Primal iterates of the nodes ``ids``: ``[len(ids), dim]``."""
+        return self.S[ids, 0]

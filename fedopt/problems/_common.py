@@ -139,3 +139,119 @@ def linear_clipped_mean(
     if decay is not None:
         out.add_(decay * scale.mean(dim=1, keepdim=True))
     return out
+
+
+# ----------------------------------------------------------------------------- clipped sums
+
+CLIP_EPS = 1e-10
+"""``clip_c(v) = v * min(1, c / (||v|| + CLIP_EPS))`` in :meth:`clipped_grad_sum` (the DIFF2
+reference's clipping, spec diff2.md section 4.3)."""
+
+SAMPLE_CHUNK_BYTES = 256 << 10
+"""Bytes of one node's features per sample chunk of a clipped sum (a few chunks of a few
+nodes stay in the L2 cache)."""
+
+
+def sample_chunk(dim: int, itemsize: int) -> int:
+    """Samples per chunk for ``dim`` features of ``itemsize`` bytes (at least 8).
+
+    A function of the problem alone (never of the number of rows in a call), so a node's
+    sum over its samples is added up in the same order wherever the node is hosted.
+    """
+    return max(8, SAMPLE_CHUNK_BYTES // max(1, dim * itemsize))
+
+
+def sample_slices(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of ``size`` samples (the last may be shorter)."""
+    for a in range(0, n, size):
+        yield slice(a, min(a + size, n))
+
+
+def clip_radii(
+    clip: float | torch.Tensor, k: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """``clip`` as a ``[k]`` tensor of radii (one float for every row, or one per row).
+
+    Radii must be ``>= 0`` (``inf``: no clipping, ``0``: every clipped vector is zero);
+    NaN or a negative radius raises ``ValueError``.
+    """
+    if isinstance(clip, torch.Tensor):
+        c = clip.detach().to(device=device, dtype=torch.float64)
+        if c.ndim > 1 or (c.ndim == 1 and c.shape[0] != k):
+            raise ValueError(
+                f"clip: expected a float or a [{k}] tensor (one radius per row), got shape "
+                f"{list(c.shape)}"
+            )
+        if bool((~(c >= 0)).any()):  # NaN fails too
+            raise ValueError(f"clip: every radius must be >= 0 (inf = no clipping), got {clip}")
+        return c.expand(k).to(dtype)
+    if not (isinstance(clip, (int, float)) and clip >= 0):  # NaN fails too
+        raise ValueError(f"clip: must be >= 0 (inf = no clipping), got {clip!r}")
+    return torch.full((k,), float(clip), dtype=dtype, device=device)
+
+
+def clip_scale(norm2: torch.Tensor, radii: torch.Tensor, eps: float = CLIP_EPS) -> torch.Tensor:
+    """Per-sample factors ``min(1, c / (||v|| + eps))`` from squared norms ``[c, S]``.
+
+    ``radii [c]``; an infinite radius gives exactly 1, a zero radius exactly 0.
+    """
+    norm = norm2.clamp(min=0.0).sqrt_()
+    if eps:
+        norm.add_(eps)
+    return torch.div(radii.unsqueeze(1), norm, out=norm).clamp_(max=1.0)
+
+
+def sample_mask(
+    mask: torch.Tensor | None, k: int, n_max: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """Validate a ``[k, n_max]`` sample mask of :meth:`clipped_grad_sum` (None stays None)."""
+    if mask is None:
+        return None
+    if mask.shape != (k, n_max):
+        raise ValueError(
+            f"mask: expected shape [{k}, {n_max}] (rows x max_samples), got {list(mask.shape)}"
+        )
+    return mask.to(device=device, dtype=dtype)
+
+
+def linear_clipped_sum(
+    A: torch.Tensor,
+    r: torch.Tensor,
+    decay: torch.Tensor | None,
+    radii: torch.Tensor,
+    weight: torch.Tensor | None,
+    asq: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``sum_s w_s clip_c(r_s a_s + d)`` over the samples of ``A [c, S, dim]``: ``[c, dim]``.
+
+    The per-sample vectors are those of :func:`linear_per_sample`; for the difference
+    ``g_s(x) - g_s(x')`` of a linear model pass ``r_s - r'_s`` and ``d - d'`` (the features
+    are the same). Never forms ``[c, S, dim]``: ``||r a + d||^2 = r^2 ||a||^2 + 2 r <a, d>
+    + ||d||^2``, then ``sum_s w_s f_s (r_s a_s + d) = (w f r)^T A + (sum_s w_s f_s) d`` with
+    ``f_s = min(1, c / (||r_s a_s + d|| + 1e-10))`` (:func:`clip_scale`).
+
+    Parameters
+    ----------
+    A, r, decay
+        Features ``[c, S, dim]``, loss derivatives ``[c, S]``, shared term ``[c, dim]`` or
+        None.
+    radii
+        ``[c]`` clip radii (:func:`clip_radii`).
+    weight
+        ``[c, S]`` sample weights (the mask), or None for all ones.
+    asq
+        ``||a_s||^2 [c, S]`` if known (computed otherwise).
+    """
+    if asq is None:
+        asq = torch.linalg.vector_norm(A, dim=2).square_()
+    norm2 = asq * r.square()
+    if decay is not None:
+        ad = bmm(A, decay.unsqueeze(2)).squeeze(2)
+        norm2.add_(ad.mul_(r), alpha=2.0).add_(decay.square().sum(dim=1, keepdim=True))
+    f = clip_scale(norm2, radii)
+    if weight is not None:
+        f.mul_(weight)
+    out = bmm((f * r).unsqueeze(1), A).squeeze(1)
+    if decay is not None:
+        out.add_(decay * f.sum(dim=1, keepdim=True))
+    return out

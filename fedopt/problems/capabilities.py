@@ -20,9 +20,12 @@ the test suite checks every registered problem both ways (declared == implemente
                           reports accuracy (``correct``, ``count``)
 ``noisy_queries``         :class:`NoisyQueries`: counted zeroth-order ``query``
 ``per_sample_gradients``  :class:`PerSampleGradients`: ``per_sample_grad``,
-                          ``clipped_mean_grad`` (differential privacy)
-``model``                 :class:`ModelOracle`: ``layout``, ``buffers``,
-                          ``evaluate_nodes`` (neural models; :mod:`fedopt.models`)
+                          ``clipped_mean_grad``, ``clipped_grad_sum``, ``max_samples``
+                          (differential privacy)
+``model``                 :class:`ModelOracle`: ``layout``, ``buf_dim``, ``buffers``,
+                          ``get_buffers``, ``set_buffers``, ``reset_buffers``,
+                          ``evaluate_nodes``, ``activations`` (neural models;
+                          :mod:`fedopt.models`)
 ========================  ===========================================================
 """
 
@@ -102,11 +105,16 @@ class NoisyQueries(Protocol):
 
 @runtime_checkable
 class PerSampleGradients(Protocol):
-    """Gradients of every sample of the minibatch (DP-SGD-type clipping).
+    """Gradients of every sample of the minibatch or of the whole local dataset (DP-SGD,
+    DP-GD and DIFF2-type clipping).
 
     The per-sample loss includes the ridge term, so the mean of the per-sample
     gradients over the batch is :meth:`~fedopt.problems.base.Oracle.grad`.
+    ``max_samples`` is the size of the largest local dataset among the hosted nodes
+    (the width of :meth:`clipped_grad_sum`'s mask).
     """
+
+    max_samples: int
 
     def per_sample_grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """``[k, b, dim]``: the gradient of each of the ``b`` samples of ``grad``'s batch."""
@@ -118,22 +126,89 @@ class PerSampleGradients(Protocol):
         """``[k, dim]``: ``(1/b) sum_s g_s min(1, clip / ||g_s||)`` over the same batch."""
         ...
 
+    def clipped_grad_sum(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        clip: float | torch.Tensor,
+        X_prev: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[k, dim]``: sum over every training sample ``s`` of node ``rows[i]``.
+
+        The sum runs over the node's whole local dataset (ignoring ``batch_size``) of
+
+            mask[i, s] * clip_c( g_s(X[i]) - g_s(X_prev[i]) )
+
+        (the ``g_s(X_prev)`` term only when ``X_prev`` is given), with
+        ``clip_c(v) = v * min(1, c / (||v|| + 1e-10))`` (DIFF2's clipping, spec diff2.md
+        section 4.3). ``c = clip``: a float, or a ``[k]`` tensor (one radius per row);
+        ``c = inf``: no clipping; ``c = 0``: zeros. ``mask``: ``[k, max_samples]`` 0/1
+        float; entries beyond a node's ``num_samples`` are ignored; None = all samples.
+
+        A sum, not a mean, so the caller divides by ``n_i`` exactly (never a mean of batch
+        means: DIFF2 pitfall D1) or by an expected batch size (DP-SGD with a Poisson mask).
+        Replacing one sample of node ``i`` changes row ``i`` by at most ``2c`` in norm.
+        """
+        ...
+
 
 @runtime_checkable
 class ModelOracle(Protocol):
-    """A neural model: parameter layout, non-trained buffers and per-node evaluation.
+    """A neural model of :mod:`fedopt.models`: layout, per-node buffers, per-node evaluation,
+    activations.
 
-    Minimal on purpose: :mod:`fedopt.models` defines what the three members hold.
+    Buffers are the non-trained per-node state that travels with the parameters
+    (BatchNorm running means and variances, ``problem.batchnorm: running``): the oracle
+    keeps one flat row ``[buf_dim]`` per hosted node (``layout.buffers`` order), which its
+    training calls (``grad``, ``sgd_step_``) update in place as a train-mode forward pass
+    of ``torch.nn.BatchNorm`` does, and which its evaluation reads (eval mode). Algorithms
+    that move models move these rows too (:attr:`Algorithm.moves_buffers
+    <fedopt.algorithms.base.Algorithm.moves_buffers>`): they load them with
+    :meth:`set_buffers` before local training and read them back with :meth:`get_buffers`.
+    ``buf_dim`` is 0 when nothing travels (no BatchNorm, or batch statistics only); the
+    buffer methods then work on ``[k, 0]`` rows.
     """
 
     layout: Any
+    buf_dim: int
 
     def buffers(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Non-trained per-node state (e.g. batch-norm statistics), ``[k, ...]`` each."""
+        """The rows' buffers by tensor name, ``{name: [k, *shape]}`` (``{}`` when none)."""
         ...
 
-    def evaluate_nodes(self, X: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def get_buffers(self, rows: torch.Tensor) -> torch.Tensor:
+        """A copy of the rows' flat buffer rows ``[k, buf_dim]``."""
+        ...
+
+    def set_buffers(self, rows: torch.Tensor, B: torch.Tensor) -> None:
+        """Replace the rows' buffer rows by ``B [k, buf_dim]``."""
+        ...
+
+    def reset_buffers(
+        self, X: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BN reset: ``(buffers [k, buf_dim], forward passes [k])`` recomputed for the
+        parameter rows ``X`` on each node's own training samples (cumulative average,
+        :func:`fedopt.models.reset_bn`); the oracle keeps the new rows."""
+        ...
+
+    def evaluate_nodes(
+        self, X: torch.Tensor, rows: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-node metrics ``[k]`` of each row's own model (loss, accuracy...)."""
+        ...
+
+    def activations(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        points: Any = None,
+        data: Any = "train",
+        samples: int | None = None,
+        buffers: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Activations ``{group: [k, samples, units]}`` at the layout's capture points."""
         ...
 
 

@@ -30,10 +30,15 @@ from fedopt.problems._common import (
     DTypeName,
     bmm,
     check_ranks,
+    clip_radii,
     coerce_config,
     linear_clipped_mean,
+    linear_clipped_sum,
     linear_per_sample,
     row_chunks,
+    sample_chunk,
+    sample_mask,
+    sample_slices,
     take,
 )
 from fedopt.problems.base import OptimumStats, Oracle, Problem, ProblemConfig, Step
@@ -217,6 +222,49 @@ class LeastSquaresOracle(CountedQueries, Oracle):
         """``[k, dim]``: mean over the minibatch of the per-sample gradients clipped to
         norm ``clip`` (without the ``[k, b, dim]`` tensor)."""
         return linear_clipped_mean(*self._residuals(X, rows, step), clip)
+
+    @property
+    def max_samples(self) -> int:
+        """Samples of the largest hosted node (every node has ``samples_per_node``)."""
+        return self.m
+
+    def clipped_grad_sum(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        clip: float | torch.Tensor,
+        X_prev: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[k, dim]``: ``sum_s mask_s clip_c(g_s(x) - g_s(x'))`` over all ``m`` samples.
+
+        ``g_s(x) = (a_s^T x - b_s) a_s + l2 x``, so the difference is
+        ``(a_s^T (x - x')) a_s + l2 (x - x')`` (no ``g_s(x')`` term without ``X_prev``);
+        see :meth:`fedopt.problems.capabilities.PerSampleGradients.clipped_grad_sum`.
+        """
+        W = X.to(self.dtype)
+        k, item = len(rows), W.element_size()
+        radii = clip_radii(clip, k, self.dtype, W.device)
+        weight = sample_mask(mask, k, self.m, self.dtype, W.device)
+        D = W if X_prev is None else W - X_prev.to(self.dtype)
+        decay = D * self.config.l2 if self.config.l2 > 0 else None
+        size = sample_chunk(self.dim, item)
+        out = torch.zeros_like(W)
+        for sl in row_chunks(k, self.m * self.dim * item):
+            A, b = take(self.A, rows[sl]), take(self.b, rows[sl])
+            for ss in sample_slices(self.m, size):
+                Ac = A[:, ss]
+                r = bmm(Ac, D[sl].unsqueeze(2)).squeeze(2)
+                if X_prev is None:
+                    r.sub_(b[:, ss])
+                out[sl] += linear_clipped_sum(
+                    Ac,
+                    r,
+                    None if decay is None else decay[sl],
+                    radii[sl],
+                    None if weight is None else weight[sl, ss],
+                )
+        return out
 
     def conjugate_grad(self, Y: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """``grad f_i*(y) = H_i^{-1} (y + A_i^T b_i / m)``, ``H_i = A_i^T A_i / m + l2 I``.

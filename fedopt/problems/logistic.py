@@ -60,10 +60,15 @@ from fedopt.fields import COUNT_MAX, DIM_MAX, MEMORY_BUDGET_MAX_GB
 from fedopt.problems._common import (
     bmm,
     check_ranks,
+    clip_radii,
     coerce_config,
     linear_clipped_mean,
+    linear_clipped_sum,
     linear_per_sample,
     row_chunks,
+    sample_chunk,
+    sample_mask,
+    sample_slices,
     sigmoid_,
     take,
 )
@@ -384,6 +389,56 @@ class LogisticOracle(CountedQueries, Oracle):
         out = torch.empty(len(rows), self.dim, dtype=self.dtype, device=self.device)
         for sl, Xb, r, decay in self._per_sample_parts(X, rows, step):
             out[sl] = linear_clipped_mean(Xb, r, decay, clip)
+        return out
+
+    @property
+    def max_samples(self) -> int:
+        """Samples of the largest hosted node (every node has ``samples_per_node``)."""
+        return self.m
+
+    def clipped_grad_sum(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        clip: float | torch.Tensor,
+        X_prev: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[k, dim]``: ``sum_s mask_s clip_c(g_s(w) - g_s(w'))`` over all ``M`` samples.
+
+        ``g_s(w) = (sigmoid(a_s^T w) - y_s) a_s + l2 w`` (intercept not penalised), so the
+        difference is ``(sigmoid(z_s) - sigmoid(z'_s)) a_s + l2 (w - w')`` (no ``g_s(w')``
+        term without ``X_prev``); see
+        :meth:`fedopt.problems.capabilities.PerSampleGradients.clipped_grad_sum`.
+        """
+        W = X.to(self.dtype)
+        k = len(rows)
+        radii = clip_radii(clip, k, self.dtype, W.device)
+        weight = sample_mask(mask, k, self.m, self.dtype, W.device)
+        Wp = None if X_prev is None else X_prev.to(self.dtype)
+        decay = None
+        if self.config.l2 > 0:
+            decay = (W if Wp is None else W - Wp) * self.config.l2
+            decay[:, self._decay_cols :] = 0.0  # the intercept is not penalised
+        size = sample_chunk(self.dim, W.element_size())
+        out = torch.zeros_like(W)
+        for sl, Xb, yb in self._blocks(rows):
+            w = W[sl].unsqueeze(2)
+            wp = None if Wp is None else Wp[sl].unsqueeze(2)
+            for ss in sample_slices(self.m, size):
+                Ac = Xb[:, ss]
+                r = sigmoid_(bmm(Ac, w).squeeze(2))
+                if wp is None:
+                    r.sub_(yb[:, ss])
+                else:
+                    r.sub_(sigmoid_(bmm(Ac, wp).squeeze(2)))
+                out[sl] += linear_clipped_sum(
+                    Ac,
+                    r,
+                    None if decay is None else decay[sl],
+                    radii[sl],
+                    None if weight is None else weight[sl, ss],
+                )
         return out
 
     def _grow(self, c: int) -> None:

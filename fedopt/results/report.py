@@ -2,9 +2,10 @@
 
 Draws, with every run overlaid, a grid of panels (two per row): loss against rounds,
 against simulated time and against bytes sent (the three axes decentralized-learning
-papers compare on), plus accuracy and distance to the optimum against rounds when the
-runs report them, and the DADAO paper's axes (gradients, communications) for runs that
-count gradients.
+papers compare on), plus accuracy, distance to the optimum, test loss and the squared
+gradient norm against rounds when the runs report them, the DADAO paper's axes
+(gradients, communications) for runs that count gradients, and for private runs the
+loss against the privacy ledger's epsilon spent and against per-sample gradients.
 
 Loss is drawn on a log axis only where that is honest. When the smallest loss is near
 zero compared with the largest, the loss itself goes on the log axis. Otherwise (a
@@ -37,8 +38,14 @@ _EXTRA = (
     ("test_accuracy", "test accuracy"),
     ("distance_to_opt", "distance to optimum"),
     ("relative_sq_distance", "mean ||x_i - x*||^2 / start"),
+    ("test_loss", "test loss"),
+    ("grad_norm_sq", "||grad F||^2 (train)"),
+    ("loss_gap", "F(x) - F* (closed form)"),
+    ("attack_success", "attack success (ensemble margin < 0)"),
 )
-_LOG_METRICS = ("distance_to_opt", "relative_sq_distance")
+_LOG_METRICS = ("distance_to_opt", "relative_sq_distance", "grad_norm_sq", "loss_gap")
+EPSILON_AXIS = "epsilon_rdp"
+"""x axis of private runs: the privacy ledger's epsilon spent so far (RDP accountant)."""
 _NEAR_ZERO = 1e-2
 """The loss goes on a log axis as it is when its minimum is below this share of its maximum."""
 
@@ -166,10 +173,12 @@ def summary_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         "rounds",
         "sim_time_s",
         "gradients_total",
+        "queries_total",
         "communications_total",
         "messages_total",
         "bytes_total",
         "final_loss",
+        "final_loss_gap",
         "final_accuracy",
         "final_test_accuracy",
         "final_distance_to_opt",
@@ -188,6 +197,8 @@ def _x_value(record: dict[str, Any], x: str) -> float | None:
     (an edge exchange is a message each way), so every method shares the paper's axes."""
     if x in record:
         return record[x]
+    if x == EPSILON_AXIS:
+        return record.get("ledgers", {}).get("privacy", {}).get(EPSILON_AXIS)
     if x == "communications_total" and "messages_total" in record:
         return record["messages_total"] / 2
     return None
@@ -228,7 +239,7 @@ def _panels(runs: list[Run]) -> list[tuple[str, str, str]]:
     last = [run.records[-1] for run in runs]
     panels = [("loss", x, label) for x, label in _AXES]
     panels += [(key, "round", label) for key, label in _EXTRA if any(key in r for r in last)]
-    if any("gradients_total" in r for r in last):  # the DADAO paper's axes (+ bytes)
+    if any(r.get("gradients_total") for r in last):  # the DADAO paper's axes (+ bytes)
         relative = any("relative_sq_distance" in r for r in last)
         metric = "relative_sq_distance" if relative else "loss"
         panels += [
@@ -236,6 +247,14 @@ def _panels(runs: list[Run]) -> list[tuple[str, str, str]]:
             (metric, "communications_total", "communications (edge events; rounds: msgs / 2)"),
             (metric, "bytes_total", "bytes sent"),
         ]
+    if any("privacy" in r.get("ledgers", {}) for r in last):  # DP runs: loss vs budget
+        panels.append(("loss", EPSILON_AXIS, "epsilon spent (RDP accountant)"))
+    if any(r.get("per_sample_gradients_total") for r in last):  # DIFF2's cost axis
+        panels.append(("loss", "per_sample_gradients_total", "per-sample gradients"))
+    if any(r.get("queries_total") for r in last):  # zeroth-order methods' cost axis
+        panels.append(("loss", "queries_total", "function queries"))
+        if any("loss_gap" in r for r in last):
+            panels.append(("loss_gap", "queries_total", "function queries"))
     return panels
 
 

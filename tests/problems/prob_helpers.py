@@ -31,6 +31,11 @@ SMALL: dict[str, dict[str, object]] = {
         "l2": 0.001,
         "partition": {"kind": "dirichlet", "alpha": 0.5},
     },
+    "fc10_regression": {  # 242 training rows: unequal nodes (41/40 for 6 nodes)
+        "name": "fc10_regression",
+        "samples": 303,
+        "batch_size": 8,
+    },
 }
 
 

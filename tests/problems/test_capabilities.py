@@ -17,14 +17,35 @@ from fedopt.problems.capabilities import (
 )
 from fedopt.problems.quadratic import QuadraticOracle
 
-BUILTIN = {"quadratic", "least_squares", "logistic", "digits_softmax", "digits_mlp", "digits_model"}
+BUILTIN = {
+    "quadratic",
+    "least_squares",
+    "logistic",
+    "digits_softmax",
+    "digits_mlp",
+    "digits_model",
+    "fc10_regression",
+    "canary",
+    "zo_quadratic",
+    "ackley",
+    "levy",
+    "digits_attack",
+    "digits_metric",
+}
 EXPECTED = {
+    "canary": {"per_sample_gradients"},
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
     "logistic": {"labels", "noisy_queries", "per_sample_gradients"},
-    "digits_softmax": {"labels"},
-    "digits_mlp": {"labels"},
-    "digits_model": {"labels"},
+    "digits_softmax": {"labels", "model"},
+    "digits_mlp": {"labels", "model"},
+    "digits_model": {"labels", "model"},
+    "fc10_regression": {"per_sample_gradients"},
+    "zo_quadratic": {"noisy_queries"},
+    "ackley": {"noisy_queries"},
+    "levy": {"noisy_queries"},
+    "digits_attack": {"noisy_queries"},
+    "digits_metric": {"noisy_queries"},
 }
 
 
@@ -48,9 +69,29 @@ def test_builtin_capabilities() -> None:
         "digits_softmax",
         "logistic",
     ]
-    assert providers(Capability.PER_SAMPLE_GRADIENTS) == ["least_squares", "logistic"]
-    assert providers(Capability.MODEL) == []
-    assert members(Capability.MODEL) == ("buffers", "evaluate_nodes", "layout")
+    assert providers(Capability.PER_SAMPLE_GRADIENTS) == [
+        "canary",
+        "fc10_regression",
+        "least_squares",
+        "logistic",
+    ]
+    assert members(Capability.PER_SAMPLE_GRADIENTS) == (
+        "clipped_grad_sum",
+        "clipped_mean_grad",
+        "max_samples",
+        "per_sample_grad",
+    )
+    assert providers(Capability.MODEL) == ["digits_mlp", "digits_model", "digits_softmax"]
+    assert members(Capability.MODEL) == (
+        "activations",
+        "buf_dim",
+        "buffers",
+        "evaluate_nodes",
+        "get_buffers",
+        "layout",
+        "reset_buffers",
+        "set_buffers",
+    )
 
 
 def test_built_oracles_implement_what_they_declare(spec: dict) -> None:
@@ -253,6 +294,152 @@ def test_clipped_mean_equals_clipping_each_sample(key: str) -> None:
     torch.testing.assert_close(big, oracle.grad(X, rows, step), atol=tol, rtol=tol)
     with pytest.raises(ValueError, match="clip"):
         oracle.clipped_mean_grad(X, rows, step, 0.0)
+
+
+# ----------------------------------------------------------------------------- clipped sums
+
+CLIPPED = {
+    "lsq_ridge": {
+        "name": "least_squares",
+        "dim": 4,
+        "samples_per_node": 21,
+        "batch_size": 3,  # ignored: the sum runs over every sample
+        "l2": 0.3,
+        "dtype": "float64",
+    },
+    "logistic_ridge_bias": PER_SAMPLE["logistic_ridge_bias"],
+    "fc10_unequal": {  # 1,600 training rows: 534, 533, 533 samples, two chunks each
+        "name": "fc10_regression",
+        "samples": 2000,
+        "batch_size": 5,
+    },
+}
+
+
+def _node_data(oracle: P.Oracle, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every sample ``(A_i [n_i, d], y_i [n_i])`` of each row, float64."""
+    out = []
+    for r in rows.tolist():
+        if oracle.config.name == "least_squares":
+            A, y = oracle.A[r], oracle.b[r]
+        elif oracle.config.name == "logistic":
+            A, y = oracle.X[r], oracle.y[r]
+        else:
+            n = int(oracle.counts[r])
+            A, y = oracle.A[r, :n], oracle.y[r, :n]
+        out.append((A.double(), y.double()))
+    return out
+
+
+def _fc10_sample_loss(oracle: P.Oracle):
+    from fedopt.problems._fc10_net import fc10_module
+
+    module = fc10_module(oracle.config.features, oracle.config.hidden).double()
+    layout = oracle.layout
+
+    def loss(w, a, y):
+        params = {n: t[0] for n, t in layout.unflatten(w.unsqueeze(0)).items()}
+        pred = torch.func.functional_call(module, params, (a.unsqueeze(0),))
+        return (pred[0, 0] - y) ** 2
+
+    return loss
+
+
+def _all_sample_grads(oracle: P.Oracle, X: torch.Tensor, rows: torch.Tensor) -> list[torch.Tensor]:
+    """torch.func gradients ``[n_i, dim]`` of every sample of each row (float64)."""
+    name = oracle.config.name
+    loss = _fc10_sample_loss(oracle) if name == "fc10_regression" else _sample_loss(oracle, name)
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))
+    return [per_sample(X[i].double(), A, y) for i, (A, y) in enumerate(_node_data(oracle, rows))]
+
+
+def _brute_clipped_sum(G: list[torch.Tensor], radii: torch.Tensor, mask=None) -> torch.Tensor:
+    """``sum_s mask_s g_s min(1, c / (||g_s|| + 1e-10))`` row by row, from materialised g_s."""
+    out = []
+    for i, g in enumerate(G):
+        f = (radii[i].double() / (g.norm(dim=1) + 1e-10)).clamp(max=1.0)
+        if mask is not None:
+            f = f * mask[i, : len(g)].double()
+        out.append((g * f.unsqueeze(1)).sum(dim=0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("key", sorted(CLIPPED))
+@pytest.mark.parametrize("diff", [False, True], ids=["restart", "difference"])
+@pytest.mark.parametrize("small_chunks", [False, True], ids=["chunk", "tiny_chunks"])
+def test_clipped_grad_sum_equals_clipping_every_sample(
+    key: str, diff: bool, small_chunks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if small_chunks:  # several sample chunks per node for the linear problems too
+        monkeypatch.setattr("fedopt.problems._common.SAMPLE_CHUNK_BYTES", 64)
+    oracle = build(CLIPPED[key], [0, 1, 2], 3)
+    rows = torch.tensor([2, 0, 1])
+    X = random_params(oracle, 3, seed=2, scale=0.5)
+    Xp = (X.double() + 0.1 * random_params(oracle, 3, seed=5, scale=1.0).double()).to(X.dtype)
+    G = _all_sample_grads(oracle, X, rows)
+    if diff:
+        G = [g - gp for g, gp in zip(G, _all_sample_grads(oracle, Xp, rows), strict=True)]
+    prev = Xp if diff else None
+    counts = [len(g) for g in G]
+    assert oracle.max_samples == max(counts)
+    if key == "fc10_unequal":
+        assert counts == [533, 534, 533]
+    f64 = oracle.dtype == torch.float64
+
+    def check(got: torch.Tensor, want: torch.Tensor) -> None:
+        assert got.shape == (3, oracle.dim) and got.dtype == oracle.dtype
+        tol = 1e-12 if f64 else 2e-5
+        scale = max(1.0, float(want.abs().max()))
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * scale)
+
+    # no clipping: the plain sum (n_i times the full gradient without X_prev)
+    inf = torch.full((3,), float("inf"))
+    unclipped = oracle.clipped_grad_sum(X, rows, float("inf"), prev)
+    check(unclipped, torch.stack([g.sum(dim=0) for g in G]))
+    assert torch.equal(unclipped, oracle.clipped_grad_sum(X, rows, inf, prev))
+    if not diff:
+        n = torch.tensor(counts, dtype=torch.float64).unsqueeze(1)
+        check(unclipped, oracle.full_grad(X, rows).double() * n)
+    # a clip at the median norm clips about half of the samples
+    norms = torch.cat([g.norm(dim=1) for g in G])
+    clip = float(norms.median())
+    assert 0.3 < float((norms > clip).double().mean()) < 0.7
+    clipped = oracle.clipped_grad_sum(X, rows, clip, prev)
+    check(clipped, _brute_clipped_sum(G, torch.full((3,), clip, dtype=torch.float64)))
+    assert not torch.allclose(clipped, unclipped, rtol=1e-3)
+    # one radius per row: finite, inf, 0
+    radii = torch.tensor([clip, float("inf"), 0.0], dtype=torch.float64)
+    per_row = oracle.clipped_grad_sum(X, rows, radii, prev)
+    check(per_row, _brute_clipped_sum(G, radii))
+    assert torch.equal(per_row[1], unclipped[1])
+    assert torch.equal(per_row[2], torch.zeros(oracle.dim, dtype=oracle.dtype))
+    assert torch.equal(oracle.clipped_grad_sum(X, rows, 0.0, prev), torch.zeros_like(X))
+    # a 0/1 mask; entries beyond a node's samples are ignored
+    gen = torch.Generator().manual_seed(7)
+    mask = (torch.rand(3, oracle.max_samples, generator=gen) < 0.4).to(oracle.dtype)
+    for i, c in enumerate(counts):
+        mask[i, c:] = 1.0
+    masked = oracle.clipped_grad_sum(X, rows, radii, prev, mask)
+    check(masked, _brute_clipped_sum(G, radii, mask))
+    ones = torch.ones(3, oracle.max_samples, dtype=oracle.dtype)
+    assert torch.equal(oracle.clipped_grad_sum(X, rows, radii, prev, ones), per_row)
+    # rows are independent: one row alone has the same bits
+    alone = oracle.clipped_grad_sum(X[1:2], rows[1:2], clip, None if prev is None else prev[1:2])
+    assert torch.equal(alone[0], clipped[1])
+
+
+@pytest.mark.parametrize("key", sorted(CLIPPED))
+def test_clipped_grad_sum_refuses_bad_radii_and_masks(key: str) -> None:
+    oracle = build(CLIPPED[key], [0, 1], 2)
+    rows = torch.arange(2)
+    X = random_params(oracle, 2)
+    for bad in (-1.0, float("nan"), torch.tensor([1.0, -0.5]), torch.tensor([1.0, float("nan")])):
+        with pytest.raises(ValueError, match=r"clip: .*>= 0"):
+            oracle.clipped_grad_sum(X, rows, bad)
+    with pytest.raises(ValueError, match=r"clip: expected a float or a \[2\] tensor"):
+        oracle.clipped_grad_sum(X, rows, torch.ones(3))
+    with pytest.raises(ValueError, match=r"mask: expected shape \[2, "):
+        oracle.clipped_grad_sum(X, rows, 1.0, mask=torch.ones(2, oracle.max_samples + 1))
 
 
 def test_logistic_per_sample_grads_are_the_same_when_regenerated() -> None:

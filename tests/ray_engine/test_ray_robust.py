@@ -45,6 +45,30 @@ def test_monna_on_ray_equals_local(ray_session) -> None:
     assert local.totals.by_kind["model:late"][0] == 6 * h * f  # the f honest ones missed
 
 
+def test_label_flipping_on_lossy_links_on_ray_equals_local(ray_session) -> None:
+    """The all-gather meters at the receivers' actors, each draw keyed by its exchange."""
+    raw = experiment(
+        topology={"name": "complete", "n": 7},
+        algorithm={"name": "learn", "lr": 0.1, "max_minibatches": 2},
+        problem={"name": "logistic", "dim": 4, "samples_per_node": 10, "batch_size": 4},
+        stop={"rounds": 3},
+        eval={"every": 1},
+        byzantine={"count": 2, "attack": {"name": "label_flip"}},
+        network={"loss": 0.5},
+    )
+    _, local, _ = run(raw)
+    ray_raw = copy.deepcopy(raw)
+    ray_raw["engine"] = {"kind": "ray", "actors": 3, "threads": 1}
+    out = execute(compile_plan(validate(ray_raw)))
+    assert torch.equal(out.result.final_params, local.final_params)
+    strip = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in local.records]
+    assert [{k: v for k, v in r.items() if k != "wall_time_s"} for r in out.result.records] == (
+        strip
+    )
+    assert out.result.totals.by_kind == local.totals.by_kind
+    assert local.totals.retransmissions > 0
+
+
 def test_robust_fedavg_on_ray_equals_local(ray_session) -> None:
     raw = experiment(
         topology={"name": "star", "n": 13},

@@ -17,6 +17,8 @@ Per exchange:
 * ``broadcast``: the source's actor sends the value to every peer; receivers meter.
 * ``gather_sum``: every actor sends its canonical block partials (and its latest
   arrival time) to the destination's actor, which combines them; senders meter.
+* ``all_gather``: every actor sends its senders' rows and clocks to every peer;
+  receivers meter (when a ``kind`` is given).
 """
 
 from __future__ import annotations
@@ -204,7 +206,14 @@ class RayComm(Comm):
         return self._neighbourhood(plan, X_ext, plan["src_ext"], used)
 
     def all_gather(
-        self, rows: torch.Tensor, senders: torch.Tensor, everyone: torch.Tensor
+        self,
+        rows: torch.Tensor,
+        senders: torch.Tensor,
+        everyone: torch.Tensor,
+        kind: str | None = None,
+        payload: Payload | None = None,
+        uses: torch.Tensor | None = None,
+        listeners: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         self.exchange += 1
         key = self.exchange
@@ -221,6 +230,10 @@ class RayComm(Comm):
         clocks = torch.empty(len(everyone), dtype=torch.float64)
         out[pos] = torch.cat([q[1] for q in parts])
         clocks[pos] = torch.cat([q[2] for q in parts])
+        if kind is not None:  # receivers meter: each worker its hosted receivers
+            self._meter_all_gather(
+                senders, everyone, clocks, kind, payload, uses, listeners, rows.shape[1], rows.dtype
+            )
         return self._to_device(out), clocks
 
     # -- server patterns ---------------------------------------------------------

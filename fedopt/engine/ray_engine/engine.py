@@ -26,6 +26,7 @@ from fedopt.engine.records import Accounts
 from fedopt.engine.worker import EvalPartial
 from fedopt.errors import ConfigError, EngineError, RunDiverged
 from fedopt.network.meter import MeterTotals
+from fedopt.problems.base import solve_optimum
 
 TOKEN_HINT = (
     "if the cluster uses token authentication (the default for `fedopt cluster`), set "
@@ -298,10 +299,4 @@ def _start(plan: Plan, meter_enabled: bool) -> tuple[RayGroup, list[dict[str, An
 
 def _optimum(group: RayGroup) -> torch.Tensor | None:
     """Closed-form optimum from every actor's partial statistics (None if unknown)."""
-    stats = [s for s in group.call("optimum_stats") if s is not None]
-    if not stats:
-        return None
-    total = stats[0]
-    for s in stats[1:]:
-        total = total + s
-    return total.solve()
+    return solve_optimum(group.call("optimum_stats"))

@@ -4,8 +4,9 @@ Every actor runs an :class:`~fedopt.engine.events_worker.EventWorker` on its sha
 regenerates the same seeded event stream; cross-shard edge events swap endpoint state
 rows actor to actor through a :class:`~fedopt.engine.ray_engine.mailbox.Mailbox`. The
 driver runs :func:`~fedopt.engine.events_driver.drive_events`, the one event driver the
-local runner calls too: it only asks for the next block and gathers the iterates at
-evaluations, so a run gives the same bits, counts and per-edge meters as on the local
+local runner calls too: it only asks for the next block, and at evaluations gathers the
+iterates and each actor's partial loss values and accounts (the driver builds no
+oracle), so a run gives the same bits, counts and per-edge meters as on the local
 engine. Checkpoints hold every actor's snapshot; a run resumes on as many actors (dead
 actors are not restarted: ``engine.max_restarts`` is refused at compile time).
 """
@@ -21,14 +22,17 @@ import numpy as np
 import torch
 
 from fedopt.engine.events_driver import drive_events
-from fedopt.engine.events_worker import EventWorker, StepResult, build_event_oracle
+from fedopt.engine.events_worker import EventWorker, StepResult
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.actor import load_plan, own_shards
 from fedopt.engine.ray_engine.engine import RayGroup, connect, plan_resources
 from fedopt.engine.ray_engine.mailbox import Mailbox
 from fedopt.engine.ray_engine.placement import shard_nodes
+from fedopt.engine.records import Accounts
+from fedopt.engine.worker import EvalPartial
 from fedopt.network.meter import MeterTotals
+from fedopt.problems.base import OptimumStats
 
 
 class EventActor:
@@ -80,6 +84,15 @@ class EventActor:
     def hosted_x(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.worker.hosted_x()
 
+    def evaluate(self, xbar: torch.Tensor) -> EvalPartial:
+        return self.worker.evaluate(xbar)
+
+    def optimum_stats(self) -> OptimumStats | None:
+        return self.worker.optimum_stats()
+
+    def accounts(self) -> Accounts:
+        return self.worker.accounts()
+
     def meter_totals(self) -> MeterTotals:
         return self.worker.meter.totals
 
@@ -116,6 +129,15 @@ class RayEventGroup:
         x = torch.empty((self.n, rows.shape[1]), dtype=rows.dtype)
         x[ids] = rows
         return x
+
+    def evaluate(self, xbar: torch.Tensor) -> list[EvalPartial]:
+        return self.group.call("evaluate", xbar, what="evaluation")
+
+    def optimum_stats(self) -> list[OptimumStats | None]:
+        return self.group.call("optimum_stats")
+
+    def accounts(self) -> list[Accounts]:
+        return self.group.call("accounts", what="counters and ledgers")
 
     def meter_totals(self) -> MeterTotals:
         totals = MeterTotals()
@@ -163,11 +185,9 @@ def run_ray_events(
         group = RayGroup(actors, shards, eng.timeout_s)
         infos = group.call("info", what="start-up")
         group.call("set_peers", actors, what="start-up")
-        oracle = build_event_oracle(plan)  # the driver evaluates the gathered iterates
         result = drive_events(
             plan,
             RayEventGroup(group, plan.topology.n),
-            oracle,
             on_record,
             on_round,
             resume=resume,
