@@ -366,6 +366,13 @@ def _run(
 ) -> SweepOutcome:
     """:func:`run_sweep` once the cells are built and the executor started."""
     preps, states, old = plan_sweep(spec, out, overwrite, cells=cells)
+    on_ray = sum(p.config.engine.kind == "ray" for p in preps)
+    if on_ray and executor.kind == "pool":
+        log(
+            f"note: {on_ray} cells use engine.kind: ray, so each starts a Ray instance of its "
+            f"own in its worker process ({executor.slots} at a time); --jobs 1 runs them one "
+            "at a time, --address runs them on a cluster"
+        )
     with SweepLock(out):
         # the folders again: another sweep may have finished cells before we locked
         states = {p.cell.name: cell_state(out, p) for p in preps}
