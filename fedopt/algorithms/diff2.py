@@ -47,40 +47,26 @@ from pydantic import Field
 
 from fedopt.algorithms.base import (
     ALGORITHMS,
-    Algorithm,
     AlgorithmConfig,
     Constant,
     State,
     WorkerContext,
 )
 from fedopt.algorithms.private import (
-    AUDIT_NOISE_SCALE_FIELD,
-    DELTA_FIELD,
-    EPSILON_FIELD,
-    NOISE_FIELD,
-    NOISE_SEED_FIELD,
-    PLD_FIELD,
-    ThreatModel,
+    PrivateConfig,
+    PrivateStar,
     charge_per_sample,
     check_private_plan,
     clip_field,
-    local_noise,
-    mechanism_seed,
     sample_count_facts,
-    server_noise,
 )
-from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
-from fedopt.problems.capabilities import Capability
 
 
-class Diff2Config(AlgorithmConfig):
+class Diff2Config(PrivateConfig):
     """Hyperparameters of DIFF2-GD (defaults: the reference scripts' middle of the grid)."""
 
     name: Literal["diff2"] = "diff2"
-    lr: float = Field(0.5, gt=0, le=1e6, description="step size eta of x <- x - eta v")
-    epsilon: float = EPSILON_FIELD
-    delta: float = DELTA_FIELD
     tau: float = Field(
         0.01, ge=0, le=1, description="restart period as a fraction of R: T = max(1, floor(tau R))"
     )
@@ -89,24 +75,13 @@ class Diff2Config(AlgorithmConfig):
         10.0, "C2: per-sample difference clip per unit step, c_r = C2 ||x_r - x_{r-1}||"
     )
     u: float = Field(1.25, gt=1, description="RDP split: restarts get 1/(2u) of the budget")
-    threat_model: ThreatModel = NOISE_FIELD
-    noise_seed: int | None = NOISE_SEED_FIELD
-    pld: bool = PLD_FIELD
-    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
 
 
-class DpGdConfig(AlgorithmConfig):
+class DpGdConfig(PrivateConfig):
     """Hyperparameters of DP-GD (DIFF2 with ``T = 1``: every round is a restart round)."""
 
     name: Literal["dp_gd"] = "dp_gd"
-    lr: float = Field(0.5, gt=0, le=1e6, description="step size eta of x <- x - eta v")
-    epsilon: float = EPSILON_FIELD
-    delta: float = DELTA_FIELD
     clip_grad: float = clip_field(10.0, "C: per-sample gradient clip radius")
-    threat_model: ThreatModel = NOISE_FIELD
-    noise_seed: int | None = NOISE_SEED_FIELD
-    pld: bool = PLD_FIELD
-    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
 
 
 def _period(config: AlgorithmConfig, rounds: int) -> int:
@@ -131,12 +106,10 @@ def _calibration(config: AlgorithmConfig, rounds: int, facts: dict[str, Any]) ->
 
 
 @ALGORITHMS.register("diff2")
-class Diff2(Algorithm):
+class Diff2(PrivateStar):
     """DIFF2-GD on a star (server state ``x``, ``x_prev``, ``v``: ``[1, dim]`` each)."""
 
     Config: ClassVar[type[AlgorithmConfig]] = Diff2Config
-    requires = frozenset({"star", Capability.PER_SAMPLE_GRADIENTS})
-    roles = ("server", "client")
     state_tensors = 6  # x and x_{r-1} per client chunk, their per-sample work, the message
 
     @classmethod
@@ -172,15 +145,6 @@ class Diff2(Algorithm):
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)
-        if ctx.server_id is None or ctx.clients is None:
-            raise ValueError(f"{config.name} needs a topology with a server and clients")
-        self.server_id = ctx.server_id
-        self.noise_seed = mechanism_seed(config, ctx.seed)
-        servers = [int(ctx.hosted[i]) for i in ctx.hosted_with_role("server")]
-        self.server = servers[0] if servers else None
-        self.client_local = ctx.hosted_with_role("client")
-        self.client_ids = ctx.clients
-        self.workers = int(ctx.facts["workers"])
         self.cal = _calibration(config, int(ctx.facts["rounds"]), dict(ctx.facts))
         self.period = self.cal.period
         self.clip_grad = float(config.clip_grad)  # type: ignore[attr-defined]
@@ -188,16 +152,7 @@ class Diff2(Algorithm):
         self.sigma1 = float(self.cal.sigma1)
         self.sigma2 = float(self.cal.sigma2) if self.cal.sigma2 is not None else 0.0
         self.noise_scale = float(config.audit_noise_scale)  # type: ignore[attr-defined]
-        if self.server is not None:
-            from fedopt.privacy.ledger import PrivacyLedger
-
-            ctx.ledgers["privacy"] = PrivacyLedger(
-                delta=config.delta,  # type: ignore[attr-defined]
-                threat_model=config.threat_model,  # type: ignore[attr-defined]
-                mechanisms=self.cal.mechanisms(),
-                workers=self.workers,
-                with_pld=config.pld,  # type: ignore[attr-defined]
-            )
+        self.keep_ledger(self.cal.mechanisms())
 
     def derived_constants(self) -> dict[str, Constant]:
         """``T``, the Rényi order, sigmas, noise multipliers and round counts."""
@@ -223,11 +178,10 @@ class Diff2(Algorithm):
     def init_state(self) -> State:
         """Server: ``x = x_prev`` (data rank 0's initial draw), ``v = 0``; clients keep
         the last model they received (``seen``, one row per worker)."""
-        ctx = self.ctx
         state: State = {}
-        if ctx.initial_params is None:
+        x0 = self.initial_model()
+        if x0 is None:
             return state
-        x0 = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype).reshape(1, -1)
         if self.server is not None:
             state.update(x=x0.clone(), x_prev=x0.clone(), v=torch.zeros_like(x0))
         if len(self.client_local):
@@ -240,10 +194,10 @@ class Diff2(Algorithm):
     def round(self, state: State, t: int) -> None:
         ctx = self.ctx
         mine = self.client_local
-        x = ctx.comm.broadcast(state.get("x"), self.server_id, ctx.hosted[mine], "model")
-        x = x.reshape(1, -1)
+        x = self.receive_model(state)
         d = x.shape[1]
         restart = self._restart(t)
+        msgs = torch.zeros(0, d, dtype=ctx.dtype, device=ctx.device)
         if len(mine):
             prev = state["seen"]
             radius, std = self._radius_and_std(x, prev, restart)
@@ -256,30 +210,11 @@ class Diff2(Algorithm):
                 sums = ctx.oracle.clipped_grad_sum(X, rows, radius, X_prev=prev.expand_as(X))
             charge_per_sample(ctx.comm, mine, counts if restart else 2 * counts, t)
             msgs = sums / counts.to(sums.dtype).unsqueeze(1)  # exact means (pitfall D1)
-            if self.config.threat_model == "local" and std > 0:  # type: ignore[attr-defined]
-                msgs = msgs + local_noise(
-                    self.noise_seed,
-                    ctx.hosted[mine],
-                    t,
-                    d,
-                    std * math.sqrt(self.workers),
-                    msgs.dtype,
-                )
+            msgs = self.client_noise(msgs, t, std)
             state["seen"] = x.clone()
-        else:
-            msgs = torch.zeros(0, d, dtype=ctx.dtype, device=ctx.device)
-        got = ctx.comm.gather_sum(
-            msgs,
-            torch.ones(len(msgs), dtype=msgs.dtype, device=msgs.device),
-            ctx.hosted[mine],
-            self.client_ids,
-            self.server_id,
-            "update",
-            Payload.fields({"update": (d, msgs.dtype)}),
-        )
-        if self.server is None or got is None:
-            return
-        self._server_step(state, t, got[0], restart)
+        total = self.send(msgs, d)
+        if total is not None:
+            self._server_step(state, t, total, restart)
 
     def _radius_and_std(
         self, x: torch.Tensor, prev: torch.Tensor, restart: bool
@@ -300,9 +235,7 @@ class Diff2(Algorithm):
         ctx = self.ctx
         x, v = state["x"], state["v"]
         _, std = self._radius_and_std(x, state["x_prev"], restart)
-        mean = total.to(x.dtype) / self.workers  # the fixed, public denominator P
-        if self.config.threat_model == "central" and std > 0:  # type: ignore[attr-defined]
-            mean = mean + server_noise(self.noise_seed, self.server_id, t, x.shape[1], std, x.dtype)
+        mean = self.noisy_mean(total, t, std, x[0])
         if restart:
             v[0].copy_(mean)
         else:
@@ -310,20 +243,6 @@ class Diff2(Algorithm):
         state["x_prev"].copy_(x)
         x[0].sub_(v[0], alpha=self.config.lr)  # type: ignore[attr-defined]
         ctx.ledgers["privacy"].spend("restart" if restart else "difference")
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.server is None:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
-        return torch.tensor([self.server]), state["x"]
-
-    @classmethod
-    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
-        return 1  # the server's model
-
-    @classmethod
-    def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
-        clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        return 2 * clients * rounds
 
 
 @ALGORITHMS.register("dp_gd")

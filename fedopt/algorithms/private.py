@@ -17,13 +17,17 @@ client (local: each adds ``N(0, P s^2)`` so that the average carries ``N(0, s^2)
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from fedopt import rng
+from fedopt.algorithms.base import Algorithm, AlgorithmConfig, State, WorkerContext
+from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
+from fedopt.problems.capabilities import Capability
 from fedopt.rng import SEED_MAX
 
 ThreatModel = Literal["central", "local"]
@@ -127,3 +131,131 @@ def charge_per_sample(comm: Any, rows: torch.Tensor, counts: torch.Tensor, t: in
     for c in torch.unique(counts).tolist():
         if c > 0:
             comm.compute(rows[counts == c], int(c), t, "per_sample_gradients")
+
+
+class PrivateConfig(AlgorithmConfig):
+    """The fields every private algorithm shares: its step, privacy target, noise
+    placement and randomness, accountant report and audit knob."""
+
+    lr: float = Field(0.5, gt=0, le=1e6, description="step size of the server's x <- x - lr v")
+    epsilon: float = EPSILON_FIELD
+    delta: float = DELTA_FIELD
+    threat_model: ThreatModel = NOISE_FIELD
+    noise_seed: int | None = NOISE_SEED_FIELD
+    pld: bool = PLD_FIELD
+    audit_noise_scale: float = AUDIT_NOISE_SCALE_FIELD
+
+
+class PrivateStar(Algorithm):
+    """Base of the private algorithms over a star: who is who, the round's exchanges,
+    the noise at the server or the clients, the ledger, and the server's model as output.
+
+    A round is ``x = receive_model(state)`` (the server's ``x`` broadcast to the hosted
+    clients), the clients' messages through :meth:`send` (summed in canonical order at
+    the server), and :meth:`noisy_mean` there (the sum over ``P``, plus the server's noise
+    in the central threat model). Subclasses keep the server's model in ``state["x"]``.
+    """
+
+    requires = frozenset({"star", Capability.PER_SAMPLE_GRADIENTS})
+    roles = ("server", "client")
+
+    @classmethod
+    def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
+        check_private_plan(config.name, config, plan)
+
+    def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
+        super().__init__(config, ctx)
+        if ctx.server_id is None or ctx.clients is None:
+            raise ValueError(f"{config.name} needs a topology with a server and clients")
+        self.server_id = ctx.server_id
+        self.noise_seed = mechanism_seed(config, ctx.seed)
+        servers = [int(ctx.hosted[i]) for i in ctx.hosted_with_role("server")]
+        self.server = servers[0] if servers else None  # hosted here?
+        self.client_local = ctx.hosted_with_role("client")
+        self.client_ids = ctx.clients
+        self.workers = int(ctx.facts["workers"])
+        self.local_threat = getattr(config, "threat_model", "central") == "local"
+
+    def keep_ledger(self, mechanisms: dict[str, float], sample_rate: float = 1.0) -> None:
+        """The privacy ledger, kept by the worker that hosts the server."""
+        if self.server is None:
+            return
+        from fedopt.privacy.ledger import PrivacyLedger
+
+        cfg = self.config
+        self.ctx.ledgers["privacy"] = PrivacyLedger(
+            delta=cfg.delta,  # type: ignore[attr-defined]
+            threat_model=cfg.threat_model,  # type: ignore[attr-defined]
+            mechanisms=mechanisms,  # z = 0 (no noise): epsilon inf
+            sample_rate=sample_rate,
+            workers=self.workers,
+            with_pld=cfg.pld,  # type: ignore[attr-defined]
+        )
+
+    def initial_model(self) -> torch.Tensor | None:
+        """``[1, dim]``: data rank 0's initial draw (None without one)."""
+        ctx = self.ctx
+        if ctx.initial_params is None:
+            return None
+        return ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype).reshape(1, -1)
+
+    def receive_model(self, state: State) -> torch.Tensor:
+        """The server's ``x`` as every hosted client receives it: ``[1, dim]``."""
+        ctx = self.ctx
+        x = ctx.comm.broadcast(
+            state.get("x"), self.server_id, ctx.hosted[self.client_local], "model"
+        )
+        return x.reshape(1, -1)
+
+    def client_noise(self, msgs: torch.Tensor, t: int, std: float) -> torch.Tensor:
+        """``msgs`` plus ``N(0, P std^2)`` per client in the local threat model (D6)."""
+        if not self.local_threat or std <= 0:
+            return msgs
+        ids = self.ctx.hosted[self.client_local]
+        noise = local_noise(
+            self.noise_seed, ids, t, msgs.shape[1], std * math.sqrt(self.workers), msgs.dtype
+        )
+        return msgs + noise
+
+    def send(self, msgs: torch.Tensor, d: int) -> torch.Tensor | None:
+        """Each hosted client sends its row (``d`` floats); the sum at the server (None
+        elsewhere), in canonical order."""
+        ctx = self.ctx
+        if not len(msgs):
+            msgs = torch.zeros(0, d, dtype=ctx.dtype, device=ctx.device)
+        got = ctx.comm.gather_sum(
+            msgs,
+            torch.ones(len(msgs), dtype=msgs.dtype, device=msgs.device),
+            ctx.hosted[self.client_local],
+            self.client_ids,
+            self.server_id,
+            "update",
+            Payload.fields({"update": (d, msgs.dtype)}),
+        )
+        if self.server is None or got is None:
+            return None
+        return got[0]
+
+    def noisy_mean(self, total: torch.Tensor, t: int, std: float, like: torch.Tensor):
+        """``total / P`` (the fixed, public denominator) plus the server's ``N(0, std^2)``
+        in the central threat model, in ``like``'s dtype."""
+        mean = total.to(like.dtype) / self.workers
+        if not self.local_threat and std > 0:
+            mean = mean + server_noise(
+                self.noise_seed, self.server_id, t, like.shape[-1], std, like.dtype
+            )
+        return mean
+
+    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.server is None:
+            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
+        return torch.tensor([self.server]), state["x"]
+
+    @classmethod
+    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
+        return 1  # the server's model
+
+    @classmethod
+    def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
+        clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
+        return 2 * clients * rounds
