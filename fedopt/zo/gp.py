@@ -1,0 +1,267 @@
+"""Batched Gaussian-process surrogates of client objectives and of their gradients.
+
+Client ``i`` holds the (padded) history ``X_i [n, d]``, ``y_i [n]`` with a validity mask.
+Targets are min-max scaled on the neighbourhood, ``y' = (y - lo) / (span + 1e-20)`` with
+``lo = min y``, ``span = max y - min y`` (FZooS pitfall P5: gradients are scaled back by
+``span``). With ``K = [k(x_t, x_s)]`` and noise variance ``s2`` the derived GP gives, at
+any point ``x`` (Shu et al., FZooS, section 3.1; Rasmussen & Williams 2006, 9.4)::
+
+    grad mu(x)    = span * J(x)^T (K + s2 I)^{-1} y'              J(x)_t = d/dx k(x, x_t)
+    Sigma_grad(x) = c I - J(x)^T (K + s2 I)^{-1} J(x)             (d x d, c: kernels.gradient_prior)
+
+With the kernels' form ``J(x)_t = -g_t (x - x_t)`` (:func:`~fedopt.zo.kernels.grad_factor`)
+the mean gradient is ``-span * sum_t alpha_t g_t (x - x_t)`` with ``alpha = (K + s2 I)^{-1}
+y'``: one Cholesky factorisation per client, batched over clients, no Jacobian. The
+trace of ``Sigma_grad`` needs no Jacobian either: writing ``v = x - o`` and
+``z_t = x_t - o`` around any centre ``o``, ``u_t = v.z_t``, ``P = Z Z^T``, ``A = (K + s2
+I)^{-1}``::
+
+    tr J^T A J = |v|^2 g^T A g - 2 (g * u)^T A g + g^T (A * P) g          (O(n^2) per x)
+    tr Sigma_grad(x) = d c - tr J^T A J
+
+(the paper scores candidate queries by ``||Sigma_grad||``; the reference code by the
+variance of ``df/dx_1`` only, conditioned on a history it corrupts: pitfall P4).
+``||Sigma_grad||_F`` and ``||Sigma_grad||_2`` are offered too; note that
+``||Sigma_grad||_2 = c`` whenever the conditioning set has fewer points than ``d``
+(``J^T A J`` then has a null space), so it cannot rank candidates there.
+
+Masked (padding) entries take part as identity rows of ``K`` with zero target and zero
+``g``, so they change nothing. Points are centred near the query point before
+``|a|^2 + |b|^2 - 2 a.b`` distances are formed, which keeps them accurate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from fedopt.zo.kernels import from_sqdist, grad_factor, gradient_prior, sqdist
+
+Score = Literal["trace", "frobenius", "spectral"]
+SCORES: tuple[str, ...] = ("trace", "frobenius", "spectral")
+SPAN_EPS = 1e-20
+"""Added to the min-max span before dividing (the reference's guard for constant ``y``)."""
+
+
+def minmax(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Min-max scaling per client over the valid entries.
+
+    Returns ``(y', lo, span)``: ``y' = (y - lo) / (span + 1e-20)`` (0 where masked),
+    ``lo = min y``, ``span = max y - min y`` (``[c]`` each).
+    """
+    big = torch.finfo(y.dtype).max
+    lo = torch.where(mask, y, big).amin(-1)
+    hi = torch.where(mask, y, -big).amax(-1)
+    span = hi - lo
+    scaled = torch.where(mask, (y - lo.unsqueeze(-1)) / (span + SPAN_EPS).unsqueeze(-1), 0.0)
+    return scaled, lo, span
+
+
+def nearest(
+    points: torch.Tensor, count: torch.Tensor, x: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` history points nearest to ``x`` (Euclidean), per client.
+
+    Parameters
+    ----------
+    points
+        ``[c, H, d]`` padded histories; row ``j`` of client ``i`` is valid for
+        ``j < count[i]``.
+    count
+        ``[c]`` int64 valid rows.
+    x
+        ``[c, d]`` the points whose neighbourhoods are wanted.
+    k
+        Neighbourhood size (>= 1). A client with fewer than ``k`` points gets all of
+        them (the rest masked): the reference's ``argsort(dists)[:k]`` on a short history.
+
+    Returns
+    -------
+    idx, mask
+        ``[c, k']`` indices into ``points`` and their validity, ``k' = min(k, H)``, in
+        order of increasing distance (ties: lower index first; stable sort).
+    """
+    H = points.shape[1]
+    dist = (points - x.unsqueeze(1)).square().sum(-1)  # exact differences
+    valid = torch.arange(H, device=points.device).unsqueeze(0) < count.unsqueeze(1)
+    dist = torch.where(valid, dist, torch.inf)
+    order = torch.sort(dist, dim=1, stable=True).indices[:, : min(k, H)]
+    return order, torch.gather(valid, 1, order)
+
+
+def take(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx [c, k]`` of ``points [c, H, ...]``: ``[c, k, ...]``."""
+    shape = idx.shape + points.shape[2:]
+    flat = idx.reshape(idx.shape[0], -1, *([1] * (points.ndim - 2))).expand(shape)
+    return torch.gather(points, 1, flat)
+
+
+def _gram(Z: torch.Tensor, mask: torch.Tensor, kernel: str, ls: float, noise: float):
+    """``K + s2 I`` of centred points with masked rows replaced by identity rows."""
+    n = Z.shape[1]
+    both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
+    eye = torch.eye(n, dtype=Z.dtype, device=Z.device)
+    K = torch.where(both, from_sqdist(sqdist(Z, Z), kernel, ls), 0.0)
+    return K + eye * torch.where(mask, noise, 1.0).unsqueeze(-1)
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """A batched GP posterior over ``c`` clients' neighbourhoods (:func:`fit`).
+
+    Attributes
+    ----------
+    centre
+        ``[c, d]`` the point the inputs were centred at.
+    Z
+        ``[c, n, d]`` centred inputs ``x_t - centre`` (0 where masked).
+    mask
+        ``[c, n]`` validity.
+    chol
+        ``[c, n, n]`` lower Cholesky factor of ``K + s2 I``.
+    alpha
+        ``[c, n]`` ``(K + s2 I)^{-1} y'``.
+    lo, span
+        ``[c]`` the min-max scaling of the targets.
+    kernel, lengthscale, noise
+        The kernel, its lengthscale and the noise variance ``s2``.
+    """
+
+    centre: torch.Tensor
+    Z: torch.Tensor
+    mask: torch.Tensor
+    chol: torch.Tensor
+    alpha: torch.Tensor
+    lo: torch.Tensor
+    span: torch.Tensor
+    kernel: str
+    lengthscale: float
+    noise: float
+
+
+def fit(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    centre: torch.Tensor,
+    kernel: str,
+    lengthscale: float,
+    noise: float,
+) -> Posterior:
+    """Fit every client's GP at once: min-max scale ``y``, factor ``K + s2 I``, solve.
+
+    ``X [c, n, d]``, ``y [c, n]``, ``mask [c, n]``; ``centre [c, d]`` is where the
+    inputs are centred (the point the gradient will be asked at is best). One batched
+    Cholesky factorisation and one batched triangular solve for all clients.
+    """
+    m = mask.unsqueeze(-1)
+    Z = torch.where(m, X - centre.unsqueeze(1), 0.0)
+    scaled, lo, span = minmax(y, mask)
+    chol = torch.linalg.cholesky(_gram(Z, mask, kernel, lengthscale, noise))
+    alpha = torch.cholesky_solve(scaled.unsqueeze(-1), chol).squeeze(-1)
+    return Posterior(centre, Z, mask, chol, alpha, lo, span, kernel, lengthscale, noise)
+
+
+def _cross(post: Posterior, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(v, r2)``: ``x - centre`` ``[c, m, d]`` and squared distances ``[c, m, n]``."""
+    v = x - post.centre.unsqueeze(1)
+    return v, sqdist(v, post.Z)
+
+
+def mean(post: Posterior, x: torch.Tensor) -> torch.Tensor:
+    """Posterior mean on the original scale, ``lo + span k(x)^T alpha``: ``[c, m]`` for
+    ``x [c, m, d]`` (``[c]`` for ``x [c, d]``)."""
+    one = x.ndim == 2
+    xs = x.unsqueeze(1) if one else x
+    _, r2 = _cross(post, xs)
+    k = torch.where(post.mask.unsqueeze(1), from_sqdist(r2, post.kernel, post.lengthscale), 0.0)
+    out = post.lo.unsqueeze(-1) + post.span.unsqueeze(-1) * (k @ post.alpha.unsqueeze(-1))[..., 0]
+    return out[:, 0] if one else out
+
+
+def mean_grad(post: Posterior, x: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``grad mu(x) = -span sum_t alpha_t g_t (x - x_t)``: ``[c, d]`` for
+    ``x [c, d]`` (or ``[c, m, d]`` for ``x [c, m, d]``)."""
+    one = x.ndim == 2
+    xs = x.unsqueeze(1) if one else x
+    v, r2 = _cross(post, xs)
+    g = torch.where(post.mask.unsqueeze(1), grad_factor(r2, post.kernel, post.lengthscale), 0.0)
+    w = g * post.alpha.unsqueeze(1)  # [c, m, n]
+    grad = -(w.sum(-1, keepdim=True) * v - w @ post.Z) * post.span.view(-1, 1, 1)
+    return grad[:, 0] if one else grad
+
+
+def grad_cov_scores(
+    X: torch.Tensor,
+    mask: torch.Tensor,
+    centre: torch.Tensor,
+    candidates: torch.Tensor,
+    kernel: str,
+    lengthscale: float,
+    noise: float,
+    score: str = "trace",
+) -> torch.Tensor:
+    """Size of ``Sigma_grad(x)`` at each candidate, conditioned on the points ``X``.
+
+    Parameters
+    ----------
+    X, mask
+        ``[c, n, d]`` conditioning inputs (history neighbourhood plus the current
+        iterate, pitfall P4) and their validity; targets are not needed.
+    centre
+        ``[c, d]`` centring point (the current iterate).
+    candidates
+        ``[c, m, d]`` points to score.
+    score
+        ``"trace"`` (``tr Sigma_grad``, module doc), ``"frobenius"``
+        (``||Sigma_grad||_F``) or ``"spectral"`` (``||Sigma_grad||_2``).
+
+    Returns
+    -------
+    ``[c, m]`` float scores (larger: more uncertain). The trace costs ``O(m n^2 + m n
+    d)`` per client; the Frobenius norm adds an ``n x n`` product per candidate and the
+    spectral norm an ``n x n`` eigen-decomposition per candidate (only when ``n >= d``;
+    below that it is ``c`` exactly, module doc).
+    """
+    if score not in SCORES:
+        raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
+    d = X.shape[-1]
+    c0 = gradient_prior(kernel, lengthscale)
+    Z = torch.where(mask.unsqueeze(-1), X - centre.unsqueeze(1), 0.0)
+    V = candidates - centre.unsqueeze(1)
+    if score == "spectral" and Z.shape[1] < d:
+        return torch.full(V.shape[:2], c0, dtype=V.dtype, device=V.device)
+    chol = torch.linalg.cholesky(_gram(Z, mask, kernel, lengthscale, noise))
+    A = torch.cholesky_inverse(chol)
+    U = V @ Z.transpose(-1, -2)  # [c, m, n]: v . z_t
+    vv = V.square().sum(-1)  # [c, m]
+    P = Z @ Z.transpose(-1, -2)  # [c, n, n]
+    r2 = (vv.unsqueeze(-1) + Z.square().sum(-1).unsqueeze(1) - 2.0 * U).clamp_min(0.0)
+    G = torch.where(mask.unsqueeze(1), grad_factor(r2, kernel, lengthscale), 0.0)
+    AG = G @ A  # rows: (A g)^T, A symmetric
+    s1 = (AG * G).sum(-1)
+    s2 = (AG * G * U).sum(-1)
+    s3 = ((G @ (A * P)) * G).sum(-1)
+    explained = vv * s1 - 2.0 * s2 + s3  # tr J^T A J
+    if score == "trace":
+        return d * c0 - explained
+    # C = J J^T per candidate: g_t g_s (|v|^2 - u_t - u_s + P_ts)
+    inner = vv[..., None, None] - U.unsqueeze(-1) - U.unsqueeze(-2) + P.unsqueeze(1)
+    C = G.unsqueeze(-1) * G.unsqueeze(-2) * inner  # [c, m, n, n]
+    if score == "frobenius":
+        AC = A.unsqueeze(1) @ C
+        quad = (AC * AC.transpose(-1, -2)).sum((-1, -2))  # ||J^T A J||_F^2 = tr(ACAC)
+        return (d * c0 * c0 - 2.0 * c0 * explained + quad).clamp_min(0.0).sqrt()
+    L = chol.unsqueeze(1).expand(C.shape)
+    half = torch.linalg.solve_triangular(L, C, upper=False)
+    BBt = torch.linalg.solve_triangular(L, half.transpose(-1, -2), upper=False)
+    eig = torch.linalg.eigvalsh(0.5 * (BBt + BBt.transpose(-1, -2)))  # ascending
+    n = Z.shape[1]
+    return c0 - eig[..., n - d].clamp_min(0.0)
+
+
+def top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices ``[c, k]`` of the ``k`` largest scores per row (ties: lower index first)."""
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, :k]
