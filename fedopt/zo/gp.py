@@ -26,7 +26,8 @@ variance of ``df/dx_1`` only, conditioned on a history it corrupts: pitfall P4).
 (``J^T A J`` then has a null space), so it cannot rank candidates there.
 
 Masked (padding) entries take part as identity rows of ``K`` with zero target and zero
-``g``, so they change nothing. Points are centred near the query point before
+``g``, so they change nothing; sizes are padded further for batch independence
+(:mod:`fedopt.zo.align`). Points are centred near the query point before
 ``|a|^2 + |b|^2 - 2 a.b`` distances are formed, which keeps them accurate.
 """
 
@@ -37,7 +38,9 @@ from typing import Literal
 
 import torch
 
-from fedopt.zo.kernels import from_sqdist, grad_factor, gradient_prior, sqdist
+from fedopt.errors import ConfigError
+from fedopt.zo.align import bmm, pad, up
+from fedopt.zo.kernels import check_kernel, from_sqdist, grad_factor, gradient_prior, sqdist
 
 Score = Literal["trace", "frobenius", "spectral"]
 SCORES: tuple[str, ...] = ("trace", "frobenius", "spectral")
@@ -98,8 +101,20 @@ def take(points: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(points, 1, flat)
 
 
+def check_noise(noise: float, field: str = "noise") -> None:
+    """Refuse a noise variance that is not a finite number ``> 0`` (ConfigError)."""
+    if not (isinstance(noise, (int, float)) and 0 < noise < float("inf")):
+        raise ConfigError(
+            f"{field}: the noise variance added to the kernel matrix must be a finite "
+            f"number > 0 (it keeps the Cholesky factorisation defined), got {noise!r}; "
+            "use e.g. 1e-6"
+        )
+
+
 def _gram(Z: torch.Tensor, mask: torch.Tensor, kernel: str, ls: float, noise: float):
     """``K + s2 I`` of centred points with masked rows replaced by identity rows."""
+    check_kernel(kernel, ls)
+    check_noise(noise)
     n = Z.shape[1]
     both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
     eye = torch.eye(n, dtype=Z.dtype, device=Z.device)
@@ -111,22 +126,27 @@ def _gram(Z: torch.Tensor, mask: torch.Tensor, kernel: str, ls: float, noise: fl
 class Posterior:
     """A batched GP posterior over ``c`` clients' neighbourhoods (:func:`fit`).
 
+    Sizes are padded for batch independence (:mod:`fedopt.zo.align`): ``n8 >= n`` set
+    entries (the extra ones masked) and ``d8 >= d`` coordinates (the extra ones zero).
+
     Attributes
     ----------
     centre
-        ``[c, d]`` the point the inputs were centred at.
+        ``[c, d8]`` the point the inputs were centred at.
     Z
-        ``[c, n, d]`` centred inputs ``x_t - centre`` (0 where masked).
+        ``[c, n8, d8]`` centred inputs ``x_t - centre`` (0 where masked).
     mask
-        ``[c, n]`` validity.
+        ``[c, n8]`` validity.
     chol
-        ``[c, n, n]`` lower Cholesky factor of ``K + s2 I``.
+        ``[c, n8, n8]`` lower Cholesky factor of ``K + s2 I``.
     alpha
-        ``[c, n]`` ``(K + s2 I)^{-1} y'``.
+        ``[c, n8]`` ``(K + s2 I)^{-1} y'``.
     lo, span
         ``[c]`` the min-max scaling of the targets.
     kernel, lengthscale, noise
         The kernel, its lengthscale and the noise variance ``s2``.
+    dim
+        ``d``, the number of real coordinates.
     """
 
     centre: torch.Tensor
@@ -139,6 +159,14 @@ class Posterior:
     kernel: str
     lengthscale: float
     noise: float
+    dim: int
+
+
+def _centred(X: torch.Tensor, mask: torch.Tensor, centre: torch.Tensor):
+    """``(Z [c, n8, d8], mask [c, n8])``: masked, centred, padded inputs."""
+    n8, d8 = up(X.shape[1]), up(X.shape[2])
+    Z = torch.where(mask.unsqueeze(-1), X - centre.unsqueeze(1), 0.0)
+    return pad(pad(Z, 2, d8), 1, n8), pad(mask, 1, n8, False)
 
 
 def fit(
@@ -156,17 +184,18 @@ def fit(
     inputs are centred (the point the gradient will be asked at is best). One batched
     Cholesky factorisation and one batched triangular solve for all clients.
     """
-    m = mask.unsqueeze(-1)
-    Z = torch.where(m, X - centre.unsqueeze(1), 0.0)
+    Z, m = _centred(X, mask, centre)
     scaled, lo, span = minmax(y, mask)
-    chol = torch.linalg.cholesky(_gram(Z, mask, kernel, lengthscale, noise))
-    alpha = torch.cholesky_solve(scaled.unsqueeze(-1), chol).squeeze(-1)
-    return Posterior(centre, Z, mask, chol, alpha, lo, span, kernel, lengthscale, noise)
+    chol = torch.linalg.cholesky(_gram(Z, m, kernel, lengthscale, noise))
+    rhs = pad(scaled, 1, Z.shape[1]).unsqueeze(-1)
+    alpha = torch.cholesky_solve(rhs, chol).squeeze(-1)
+    c8 = pad(centre, 1, Z.shape[2])
+    return Posterior(c8, Z, m, chol, alpha, lo, span, kernel, lengthscale, noise, X.shape[2])
 
 
 def _cross(post: Posterior, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(v, r2)``: ``x - centre`` ``[c, m, d]`` and squared distances ``[c, m, n]``."""
-    v = x - post.centre.unsqueeze(1)
+    """``(v, r2)``: ``x - centre`` ``[c, m, d8]`` and squared distances ``[c, m, n8]``."""
+    v = pad(x, 2, post.Z.shape[2]) - post.centre.unsqueeze(1)
     return v, sqdist(v, post.Z)
 
 
@@ -177,7 +206,7 @@ def mean(post: Posterior, x: torch.Tensor) -> torch.Tensor:
     xs = x.unsqueeze(1) if one else x
     _, r2 = _cross(post, xs)
     k = torch.where(post.mask.unsqueeze(1), from_sqdist(r2, post.kernel, post.lengthscale), 0.0)
-    out = post.lo.unsqueeze(-1) + post.span.unsqueeze(-1) * (k @ post.alpha.unsqueeze(-1))[..., 0]
+    out = post.lo.unsqueeze(-1) + post.span.unsqueeze(-1) * (k * post.alpha.unsqueeze(1)).sum(-1)
     return out[:, 0] if one else out
 
 
@@ -188,8 +217,9 @@ def mean_grad(post: Posterior, x: torch.Tensor) -> torch.Tensor:
     xs = x.unsqueeze(1) if one else x
     v, r2 = _cross(post, xs)
     g = torch.where(post.mask.unsqueeze(1), grad_factor(r2, post.kernel, post.lengthscale), 0.0)
-    w = g * post.alpha.unsqueeze(1)  # [c, m, n]
-    grad = -(w.sum(-1, keepdim=True) * v - w @ post.Z) * post.span.view(-1, 1, 1)
+    w = g * post.alpha.unsqueeze(1)  # [c, m, n8]
+    grad = -(w.sum(-1, keepdim=True) * v - bmm(w, post.Z)) * post.span.view(-1, 1, 1)
+    grad = grad[..., : post.dim]
     return grad[:, 0] if one else grad
 
 
@@ -229,37 +259,40 @@ def grad_cov_scores(
         raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
     d = X.shape[-1]
     c0 = gradient_prior(kernel, lengthscale)
-    Z = torch.where(mask.unsqueeze(-1), X - centre.unsqueeze(1), 0.0)
-    V = candidates - centre.unsqueeze(1)
-    if score == "spectral" and Z.shape[1] < d:
+    Z, m = _centred(X, mask, centre)
+    n8 = Z.shape[1]
+    V = pad(candidates, 2, Z.shape[2]) - pad(centre, 1, Z.shape[2]).unsqueeze(1)
+    if score == "spectral" and n8 < d:
         return torch.full(V.shape[:2], c0, dtype=V.dtype, device=V.device)
-    chol = torch.linalg.cholesky(_gram(Z, mask, kernel, lengthscale, noise))
+    chol = torch.linalg.cholesky(_gram(Z, m, kernel, lengthscale, noise))
     A = torch.cholesky_inverse(chol)
-    U = V @ Z.transpose(-1, -2)  # [c, m, n]: v . z_t
+    U = bmm(V, Z.transpose(-1, -2))  # [c, m, n8]: v . z_t
     vv = V.square().sum(-1)  # [c, m]
-    P = Z @ Z.transpose(-1, -2)  # [c, n, n]
+    P = bmm(Z, Z.transpose(-1, -2))  # [c, n8, n8]
     r2 = (vv.unsqueeze(-1) + Z.square().sum(-1).unsqueeze(1) - 2.0 * U).clamp_min(0.0)
-    G = torch.where(mask.unsqueeze(1), grad_factor(r2, kernel, lengthscale), 0.0)
-    AG = G @ A  # rows: (A g)^T, A symmetric
+    G = torch.where(m.unsqueeze(1), grad_factor(r2, kernel, lengthscale), 0.0)
+    AG = bmm(G, A)  # rows: (A g)^T, A symmetric
     s1 = (AG * G).sum(-1)
     s2 = (AG * G * U).sum(-1)
-    s3 = ((G @ (A * P)) * G).sum(-1)
+    s3 = (bmm(G, A * P) * G).sum(-1)
     explained = vv * s1 - 2.0 * s2 + s3  # tr J^T A J
     if score == "trace":
         return d * c0 - explained
     # C = J J^T per candidate: g_t g_s (|v|^2 - u_t - u_s + P_ts)
     inner = vv[..., None, None] - U.unsqueeze(-1) - U.unsqueeze(-2) + P.unsqueeze(1)
-    C = G.unsqueeze(-1) * G.unsqueeze(-2) * inner  # [c, m, n, n]
+    C = G.unsqueeze(-1) * G.unsqueeze(-2) * inner  # [c, m, n8, n8]
     if score == "frobenius":
-        AC = A.unsqueeze(1) @ C
+        cm = C.shape[0] * C.shape[1]
+        AC = bmm(A.unsqueeze(1).expand(C.shape).reshape(cm, n8, n8), C.reshape(cm, n8, n8))
+        AC = AC.reshape(C.shape)
         quad = (AC * AC.transpose(-1, -2)).sum((-1, -2))  # ||J^T A J||_F^2 = tr(ACAC)
         return (d * c0 * c0 - 2.0 * c0 * explained + quad).clamp_min(0.0).sqrt()
     L = chol.unsqueeze(1).expand(C.shape)
     half = torch.linalg.solve_triangular(L, C, upper=False)
     BBt = torch.linalg.solve_triangular(L, half.transpose(-1, -2), upper=False)
     eig = torch.linalg.eigvalsh(0.5 * (BBt + BBt.transpose(-1, -2)))  # ascending
-    n = Z.shape[1]
-    return c0 - eig[..., n - d].clamp_min(0.0)
+    # the n8 eigenvalues of B B^T are the d of B^T B (real coordinates) and n8 - d zeros
+    return c0 - eig[..., n8 - d].clamp_min(0.0)
 
 
 def top(scores: torch.Tensor, k: int) -> torch.Tensor:

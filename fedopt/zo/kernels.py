@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 
 from fedopt.errors import ConfigError
+from fedopt.zo.align import bmm
 
 KernelName = Literal["se", "matern52"]
 KERNELS: tuple[str, ...] = ("se", "matern52")
@@ -63,7 +64,10 @@ def sqdist(X1: torch.Tensor, X2: torch.Tensor) -> torch.Tensor:
     """
     n1 = X1.square().sum(-1)
     n2 = X2.square().sum(-1)
-    cross = X1 @ X2.transpose(-1, -2)
+    if X1.ndim == 3:  # per-client products, batch independent (fedopt.zo.align)
+        cross = bmm(X1, X2.transpose(-1, -2))
+    else:
+        cross = X1 @ X2.transpose(-1, -2)
     return (n1.unsqueeze(-1) + n2.unsqueeze(-2) - 2.0 * cross).clamp_min_(0.0)
 
 

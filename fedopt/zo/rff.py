@@ -28,12 +28,14 @@ theta_i`` (weights rescaled by each client's ``span``) is the weight vector of
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from fedopt import rng
 from fedopt.errors import ConfigError
-from fedopt.zo.gp import minmax
+from fedopt.zo.align import bmm, pad, up
+from fedopt.zo.gp import check_noise, minmax
 
 WEIGHTS_PURPOSE = "fzoos_rff_weights"
 OFFSETS_PURPOSE = "fzoos_rff_offsets"
@@ -48,10 +50,44 @@ def check_features(count: int, field: str = "features") -> None:
         )
 
 
-def features(
-    seed: int, dim: int, count: int, lengthscale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The shared ``(W [dim, M], b [M])`` float64 of the seed (module doc).
+@dataclass(frozen=True)
+class Features:
+    """The shared random features: ``W [dim, M]``, ``b [M]`` float64, stored padded.
+
+    ``W8 [d8, M8]`` and ``b8 [M8]`` hold them with zero rows and columns up to multiples
+    of 8 (:mod:`fedopt.zo.align`); padded features are masked out of every fit and
+    gradient (``theta`` is 0 there), so the surrogates are those of ``W, b``.
+    """
+
+    W8: torch.Tensor
+    b8: torch.Tensor
+    dim: int
+    count: int
+
+    @property
+    def W(self) -> torch.Tensor:
+        """``[dim, M]`` the weights, ``W[:, j] ~ N(0, l^-2 I)``."""
+        return self.W8[: self.dim, : self.count]
+
+    @property
+    def b(self) -> torch.Tensor:
+        """``[M]`` the offsets, ``b_j ~ U[0, 2 pi)``."""
+        return self.b8[: self.count]
+
+    def project(self, X: torch.Tensor) -> torch.Tensor:
+        """``X W + b`` padded: ``[c, n, dim] -> [c, n, M8]``, one product per client."""
+        X8 = pad(X, 2, self.W8.shape[0])
+        return bmm(X8, self.W8.expand(X8.shape[0], *self.W8.shape)) + self.b8
+
+    def column_mask(self) -> torch.Tensor:
+        """``[M8]`` 1 on real features, 0 on padding."""
+        m = torch.zeros(self.W8.shape[1], dtype=self.W8.dtype, device=self.W8.device)
+        m[: self.count] = 1.0
+        return m
+
+
+def features(seed: int, dim: int, count: int, lengthscale: float) -> Features:
+    """The shared :class:`Features` of the seed (module doc).
 
     Row ``j`` of ``W`` is keyed by ``(seed, "fzoos_rff_weights", j, 0)`` and ``b`` by
     ``(seed, "fzoos_rff_offsets", 0, 0)``: every node that calls this with the same
@@ -66,29 +102,20 @@ def features(
     W = rng.normal(keys, count, torch.float64) / lengthscale
     key = rng.node_keys(seed, OFFSETS_PURPOSE, torch.zeros(1, dtype=torch.int64), 0)
     b = (2.0 * math.pi) * rng.uniform(key, count, torch.float64)[0]
-    return W, b
+    W8 = pad(pad(W, 1, up(count)), 0, up(dim))
+    return Features(W8, pad(b, 0, up(count)), dim, count)
 
 
-def _project(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``X W + b`` with one matrix product per client (``[c, n, d] -> [c, n, M]``)."""
-    if X.ndim == 2:
-        return X @ W + b
-    return torch.bmm(X, W.expand(X.shape[0], *W.shape)) + b
-
-
-def phi(X: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Features ``sqrt(2/M) cos(X W + b)``: ``[c, n, d] -> [c, n, M]`` (or 2-D)."""
-    out = _project(X, W, b).cos_()
-    return out.mul_(math.sqrt(2.0 / W.shape[1]))
+def phi(X: torch.Tensor, feats: Features) -> torch.Tensor:
+    """Features ``sqrt(2/M) cos(X W + b)``: ``[c, n, d] -> [c, n, M]`` (or ``[n, d]``)."""
+    two = X.ndim == 2
+    out = feats.project(X.unsqueeze(0) if two else X).cos_()[..., : feats.count]
+    out = out.mul_(math.sqrt(2.0 / feats.count))
+    return out[0] if two else out
 
 
 def fit(
-    X: torch.Tensor,
-    y: torch.Tensor,
-    mask: torch.Tensor,
-    W: torch.Tensor,
-    b: torch.Tensor,
-    noise: float,
+    X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, feats: Features, noise: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Dual ridge fit of every client's weights on min-max scaled targets.
 
@@ -97,29 +124,38 @@ def fit(
     of the *scaled* targets; ``span * theta`` are the weights on the original scale
     (what the server averages).
     """
+    check_noise(noise, "rff_noise")
     scaled, lo, span = minmax(y, mask)
-    F = phi(X, W, b) * mask.unsqueeze(-1)
-    gram = torch.bmm(F, F.transpose(-1, -2))
-    gram = gram + torch.diag_embed(torch.where(mask, noise, 1.0).to(gram.dtype))
+    n8 = up(X.shape[1])
+    m8 = pad(mask, 1, n8, False)
+    F = feats.project(pad(X, 1, n8)).cos_()
+    F.mul_(feats.column_mask() * math.sqrt(2.0 / feats.count)).mul_(m8.unsqueeze(-1))
+    gram = bmm(F, F.transpose(-1, -2))
+    gram = gram + torch.diag_embed(torch.where(m8, noise, 1.0).to(gram.dtype))
     chol = torch.linalg.cholesky(gram)
-    beta = torch.cholesky_solve(scaled.unsqueeze(-1), chol)  # [c, n, 1]
-    theta = torch.bmm(F.transpose(-1, -2), beta).squeeze(-1)
-    return theta, lo, span
+    beta = torch.cholesky_solve(pad(scaled, 1, n8).unsqueeze(-1), chol)  # [c, n8, 1]
+    theta = bmm(F.transpose(-1, -2), beta).squeeze(-1)
+    return theta[:, : feats.count], lo, span
 
 
-def value(theta: torch.Tensor, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def value(theta: torch.Tensor, x: torch.Tensor, feats: Features) -> torch.Tensor:
     """``m(x) = phi(x)^T theta`` per row: ``theta [c, M]``, ``x [c, d]`` -> ``[c]``."""
-    return (phi(x, W, b) * theta).sum(-1)
+    return (phi(x.unsqueeze(1), feats)[:, 0] * theta).sum(-1)
 
 
-def grad(theta: torch.Tensor, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def grad(theta: torch.Tensor, x: torch.Tensor, feats: Features) -> torch.Tensor:
     """``grad m(x) = -sqrt(2/M) W (theta * sin(W^T x + b))`` per row: ``[c, d]``.
 
     ``theta [c, M]`` (or ``[M]``, one weight vector for every row), ``x [c, d]``. Linear
     in ``theta``: ``grad`` of ``theta_bar - theta_i`` is the difference of gradients.
+    One product per client (batch independent, :mod:`fedopt.zo.align`).
     """
-    s = torch.sin(x @ W + b) * theta
-    return (s @ W.T).mul_(-math.sqrt(2.0 / W.shape[1]))
+    c = x.shape[0]
+    M8 = feats.W8.shape[1]
+    th = pad(theta.expand(c, feats.count), 1, M8)
+    s = torch.sin(feats.project(x.unsqueeze(1))) * th.unsqueeze(1)  # [c, 1, M8]
+    out = bmm(s, feats.W8.T.expand(c, *feats.W8.T.shape))[:, 0, : feats.dim]
+    return out.mul_(-math.sqrt(2.0 / feats.count))
 
 
 def approximation_bound(count: int, delta: float) -> float:
