@@ -539,11 +539,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = command("bench", "throughput benchmarks (see README)")
-    p.add_argument("workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2"])
-    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument(
+        "workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2", "fzoos"]
+    )
+    p.add_argument("--clients", type=int, default=None, help="default 1000 (fzoos: 5)")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--nodes", type=int, default=1024)
-    p.add_argument("--dim", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=None, help="default 100000 (fzoos: 300)")
+    p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
+    p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
+    p.add_argument("--repeats", type=int, default=3, help="fzoos: alternated timings")
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument("--graph", default="torus", help="dadao: topology name")
     p.add_argument("--hidden", type=int, default=64, help="monna: hidden units of the MLP")

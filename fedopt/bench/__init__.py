@@ -16,7 +16,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
         return bench_dadao(
             args.nodes,
-            args.dim,
+            args.dim if args.dim is not None else 100_000,
             args.events,
             args.graph,
             args.threads or 1,
@@ -34,11 +34,22 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         from fedopt.bench.diff2 import bench_diff2
 
         return bench_diff2(threads=args.threads or 1, rounds=max(args.rounds, 10))
+    if args.workload == "fzoos":
+        from fedopt.bench.fzoos import bench_fzoos
+
+        return bench_fzoos(
+            clients=args.clients if args.clients is not None else 5,
+            dim=args.dim if args.dim is not None else 300,
+            history=args.history,
+            features=args.features,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+        )
     if args.workload == "fedavg-logreg":
         from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
 
         return bench_fedavg_logreg(
-            clients=args.clients,
+            clients=args.clients if args.clients is not None else 1000,
             rounds=args.rounds,
             threads=args.threads,
             chunk=args.chunk,
@@ -50,7 +61,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     return bench_gossip_ring(
         nodes=args.nodes,
-        dim=args.dim,
+        dim=args.dim if args.dim is not None else 100_000,
         rounds=args.rounds,
         threads=args.threads,
         meter=not args.no_meter,

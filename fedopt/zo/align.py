@@ -48,3 +48,22 @@ def bmm(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     if A.shape[0] == 1:
         return torch.bmm(A.expand(2, *A.shape[1:]), B.expand(2, *B.shape[1:]))[:1]
     return torch.bmm(A, B)
+
+
+def gram(F: torch.Tensor) -> torch.Tensor:
+    """``F F^T`` per client, ``[c, n, k] -> [c, n, n]``, using its symmetry on the CPU.
+
+    On the CPU each client's Gram matrix is one BLAS ``dsyrk`` (half the products of a
+    general ``F @ F^T``; SciPy's BLAS, float64), so a client's bits depend only on its
+    own ``F``; elsewhere (CUDA) a batched product.
+    """
+    if F.device.type != "cpu" or F.dtype != torch.float64:
+        return bmm(F, F.transpose(-1, -2))
+    from scipy.linalg.blas import dsyrk
+
+    out = torch.empty((F.shape[0], F.shape[1], F.shape[1]), dtype=F.dtype)
+    Fc = F.contiguous()
+    for i in range(F.shape[0]):  # one BLAS-3 call per client (n x n, k = features)
+        upper = torch.from_numpy(dsyrk(1.0, Fc[i].numpy().T, trans=1))
+        out[i] = upper.triu() + upper.triu(1).T
+    return out

@@ -34,7 +34,7 @@ import torch
 
 from fedopt import rng
 from fedopt.errors import ConfigError
-from fedopt.zo.align import bmm, pad, up
+from fedopt.zo.align import bmm, gram, pad, up
 from fedopt.zo.gp import check_noise, minmax
 
 WEIGHTS_PURPOSE = "fzoos_rff_weights"
@@ -130,9 +130,9 @@ def fit(
     m8 = pad(mask, 1, n8, False)
     F = feats.project(pad(X, 1, n8)).cos_()
     F.mul_(feats.column_mask() * math.sqrt(2.0 / feats.count)).mul_(m8.unsqueeze(-1))
-    gram = bmm(F, F.transpose(-1, -2))
-    gram = gram + torch.diag_embed(torch.where(m8, noise, 1.0).to(gram.dtype))
-    chol = torch.linalg.cholesky(gram)
+    G = gram(F)  # F F^T
+    G = G + torch.diag_embed(torch.where(m8, noise, 1.0).to(G.dtype))
+    chol = torch.linalg.cholesky(G)
     beta = torch.cholesky_solve(pad(scaled, 1, n8).unsqueeze(-1), chol)  # [c, n8, 1]
     theta = bmm(F.transpose(-1, -2), beta).squeeze(-1)
     return theta[:, : feats.count], lo, span
