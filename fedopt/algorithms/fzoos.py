@@ -320,18 +320,8 @@ class FZooS(Algorithm):
         idx, mask = gp.nearest(hx, state["hist_n"], x, k)
         return gp.take(hx, idx), gp.take(hy, idx), mask
 
-    def _most_uncertain(
-        self, X: torch.Tensor, mask: torch.Tensor, x: torch.Tensor, cand: torch.Tensor, keep: int
-    ) -> torch.Tensor:
-        """The ``keep`` candidates ``[c, keep, d]`` with the largest gradient uncertainty of
-        the GP conditioned on ``X`` (masked) plus ``x`` itself (pitfall P4)."""
-        cfg = self.config
-        S = torch.cat([X, x.unsqueeze(1)], 1)
-        Smask = torch.cat([mask, mask.new_ones((len(x), 1))], 1)
-        noise = max(cfg.gp_noise, _NOISE_FLOOR)
-        scores = gp.grad_cov_scores(
-            S, Smask, x, cand, cfg.kernel, cfg.lengthscale, noise, cfg.uncertainty
-        )
+    def _pick(self, scores: torch.Tensor, cand: torch.Tensor, keep: int) -> torch.Tensor:
+        """The ``keep`` candidates ``[c, keep, d]`` with the largest scores."""
         return gp.take(cand, gp.top(scores, keep))
 
     # ----------------------------------------------------------------------- round
@@ -405,7 +395,9 @@ class FZooS(Algorithm):
                 cand = x.unsqueeze(1) + cfg.local_radius * self._box(
                     "fzoos_local", t * T + s, cfg.local_candidates
                 )
-                self._observe(state, self._most_uncertain(X, mask, x, cand, cfg.local_keep), t)
+                # conditioned on the step's neighbourhood plus the new iterate (P4)
+                scores = gp.grad_cov_scores_after(post, x, cand, cfg.uncertainty)
+                self._observe(state, self._pick(scores, cand, cfg.local_keep), t)
         state["correction"] = correction
         return x
 
@@ -452,8 +444,13 @@ class FZooS(Algorithm):
             cand = xr.unsqueeze(1) + h.view(c, 1, 1) * self._box(
                 "fzoos_explore", t, cfg.agg_candidates
             )
+            # the history already holds x_r: its nearest points are history plus x_r
             X, _, mask = self._neighbourhood(state, xr, cfg.gp_neighbourhood)
-            self._observe(state, self._most_uncertain(X, mask, xr, cand, cfg.agg_keep), t)
+            noise = max(cfg.gp_noise, _NOISE_FLOOR)
+            scores = gp.grad_cov_scores(
+                X, mask, xr, cand, cfg.kernel, cfg.lengthscale, noise, cfg.uncertainty
+            )
+            self._observe(state, self._pick(scores, cand, cfg.agg_keep), t)
         X, y, mask = self._neighbourhood(state, xr, cfg.rff_neighbourhood)
         theta, _, span = rff.fit(X, y, mask, self.features, max(cfg.rff_noise, _NOISE_FLOOR))
         return (span.unsqueeze(1) * theta).to(self.ctx.dtype)

@@ -117,13 +117,12 @@ def batched_gp(inp: dict[str, Any], s: dict[str, Any]) -> dict[str, torch.Tensor
         x = xs[:, t]
         idx, mask = gp.nearest(X, count, x, s["gp_neighbourhood"])
         Xn, yn = gp.take(X, idx), gp.take(y, idx)
-        grads.append(gp.mean_grad(gp.fit(Xn, yn, mask, x, kern, ell, noise), x))
+        post = gp.fit(Xn, yn, mask, x, kern, ell, noise)
+        grads.append(gp.mean_grad(post, x))
         if t < T - 1:
             nxt = xs[:, t + 1]
             cand = nxt.unsqueeze(1) + s["local_radius"] * inp["local_box"][:, t]
-            S = torch.cat([Xn, nxt.unsqueeze(1)], 1)
-            Smask = torch.cat([mask, torch.ones(c, 1, dtype=torch.bool)], 1)
-            sc = gp.grad_cov_scores(S, Smask, nxt, cand, kern, ell, noise)
+            sc = gp.grad_cov_scores_after(post, nxt, cand)
             scores.append(sc)
             picks.append(gp.top(sc, s["local_keep"]))
     x_r = inp["x_r"]

@@ -39,7 +39,7 @@ from typing import Literal
 import torch
 
 from fedopt.errors import ConfigError
-from fedopt.zo.align import bmm, pad, up
+from fedopt.zo.align import ALIGN, bmm, pad, up
 from fedopt.zo.kernels import check_kernel, from_sqdist, grad_factor, gradient_prior, sqdist
 
 Score = Literal["trace", "frobenius", "spectral"]
@@ -111,14 +111,19 @@ def check_noise(noise: float, field: str = "noise") -> None:
         )
 
 
-def _gram(Z: torch.Tensor, mask: torch.Tensor, kernel: str, ls: float, noise: float):
-    """``K + s2 I`` of centred points with masked rows replaced by identity rows."""
+def _gram(
+    P: torch.Tensor, mask: torch.Tensor, kernel: str, ls: float, noise: float
+) -> torch.Tensor:
+    """``K + s2 I`` from the inner products ``P = Z Z^T`` of centred points, masked rows
+    replaced by identity rows."""
     check_kernel(kernel, ls)
     check_noise(noise)
-    n = Z.shape[1]
+    n = P.shape[1]
+    sq = P.diagonal(dim1=-2, dim2=-1)
+    r2 = (sq.unsqueeze(-1) + sq.unsqueeze(-2) - 2.0 * P).clamp_min(0.0)
     both = mask.unsqueeze(-1) & mask.unsqueeze(-2)
-    eye = torch.eye(n, dtype=Z.dtype, device=Z.device)
-    K = torch.where(both, from_sqdist(sqdist(Z, Z), kernel, ls), 0.0)
+    eye = torch.eye(n, dtype=P.dtype, device=P.device)
+    K = torch.where(both, from_sqdist(r2, kernel, ls), 0.0)
     return K + eye * torch.where(mask, noise, 1.0).unsqueeze(-1)
 
 
@@ -147,6 +152,10 @@ class Posterior:
         The kernel, its lengthscale and the noise variance ``s2``.
     dim
         ``d``, the number of real coordinates.
+    P
+        ``[c, n8, n8]`` inner products ``Z Z^T`` (reused by :func:`grad_cov_scores_after`).
+    width
+        ``n``, the set size before padding.
     """
 
     centre: torch.Tensor
@@ -160,6 +169,8 @@ class Posterior:
     lengthscale: float
     noise: float
     dim: int
+    P: torch.Tensor
+    width: int
 
 
 def _centred(X: torch.Tensor, mask: torch.Tensor, centre: torch.Tensor):
@@ -186,11 +197,13 @@ def fit(
     """
     Z, m = _centred(X, mask, centre)
     scaled, lo, span = minmax(y, mask)
-    chol = torch.linalg.cholesky(_gram(Z, m, kernel, lengthscale, noise))
+    P = bmm(Z, Z.transpose(-1, -2))
+    chol = torch.linalg.cholesky(_gram(P, m, kernel, lengthscale, noise))
     rhs = pad(scaled, 1, Z.shape[1]).unsqueeze(-1)
     alpha = torch.cholesky_solve(rhs, chol).squeeze(-1)
     c8 = pad(centre, 1, Z.shape[2])
-    return Posterior(c8, Z, m, chol, alpha, lo, span, kernel, lengthscale, noise, X.shape[2])
+    d, n = X.shape[2], X.shape[1]
+    return Posterior(c8, Z, m, chol, alpha, lo, span, kernel, lengthscale, noise, d, P, n)
 
 
 def _cross(post: Posterior, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,19 +270,66 @@ def grad_cov_scores(
     """
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
-    d = X.shape[-1]
-    c0 = gradient_prior(kernel, lengthscale)
     Z, m = _centred(X, mask, centre)
-    n8 = Z.shape[1]
     V = pad(candidates, 2, Z.shape[2]) - pad(centre, 1, Z.shape[2]).unsqueeze(1)
+    return _scores(Z, m, None, V, X.shape[-1], kernel, lengthscale, noise, score)
+
+
+def grad_cov_scores_after(
+    post: Posterior, x: torch.Tensor, candidates: torch.Tensor, score: str = "trace"
+) -> torch.Tensor:
+    """:func:`grad_cov_scores` conditioned on ``post``'s inputs plus ``x [c, d]``.
+
+    The set FZooS scores local candidates against (pitfall P4: the neighbourhood the
+    step's GP was fitted on, plus the new iterate), centred at ``x``. The inner
+    products of the neighbourhood are moved from the fit's centre ``o`` to ``x``
+    (``(z_t - e).(z_s - e)`` with ``e = x - o``: ``O(n^2 + n d)``) instead of being
+    formed again (``O(n^2 d)``); ``x`` itself takes the first padding slot (or a new
+    block of them), which depends only on the neighbourhood size.
+    """
+    if score not in SCORES:
+        raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
+    c, n8, d8 = post.Z.shape
+    e = pad(x, 1, d8) - post.centre  # [c, d8]
+    m = post.mask
+    Z = torch.where(m.unsqueeze(-1), post.Z - e.unsqueeze(1), 0.0)
+    u = (post.Z * e.unsqueeze(1)).sum(-1)  # z_t . e
+    P = post.P - u.unsqueeze(-1) - u.unsqueeze(-2) + e.square().sum(-1).view(c, 1, 1)
+    P = torch.where(m.unsqueeze(-1) & m.unsqueeze(-2), P, 0.0)
+    slot = post.width
+    if slot >= n8:  # no padding slot left: add a block (x sits at z = 0, zero products)
+        n8 = n8 + ALIGN
+        Z, P, m = pad(Z, 1, n8), pad(pad(P, 1, n8), 2, n8), pad(m, 1, n8, False)
+    m = m.clone()
+    m[:, slot] = True
+    V = pad(candidates, 2, d8) - pad(x, 1, d8).unsqueeze(1)
+    return _scores(Z, m, P, V, post.dim, post.kernel, post.lengthscale, post.noise, score)
+
+
+def _scores(
+    Z: torch.Tensor,
+    m: torch.Tensor,
+    P: torch.Tensor | None,
+    V: torch.Tensor,
+    d: int,
+    kernel: str,
+    lengthscale: float,
+    noise: float,
+    score: str,
+) -> torch.Tensor:
+    """The scores of centred, padded candidates ``V`` against ``Z`` (``P = Z Z^T``)."""
+    c0 = gradient_prior(kernel, lengthscale)
+    n8 = Z.shape[1]
     if score == "spectral" and n8 < d:
         return torch.full(V.shape[:2], c0, dtype=V.dtype, device=V.device)
-    chol = torch.linalg.cholesky(_gram(Z, m, kernel, lengthscale, noise))
+    if P is None:
+        P = bmm(Z, Z.transpose(-1, -2))  # [c, n8, n8]
+    chol = torch.linalg.cholesky(_gram(P, m, kernel, lengthscale, noise))
     A = torch.cholesky_inverse(chol)
     U = bmm(V, Z.transpose(-1, -2))  # [c, m, n8]: v . z_t
     vv = V.square().sum(-1)  # [c, m]
-    P = bmm(Z, Z.transpose(-1, -2))  # [c, n8, n8]
-    r2 = (vv.unsqueeze(-1) + Z.square().sum(-1).unsqueeze(1) - 2.0 * U).clamp_min(0.0)
+    zz = P.diagonal(dim1=-2, dim2=-1)
+    r2 = (vv.unsqueeze(-1) + zz.unsqueeze(1) - 2.0 * U).clamp_min(0.0)
     G = torch.where(m.unsqueeze(1), grad_factor(r2, kernel, lengthscale), 0.0)
     AG = bmm(G, A)  # rows: (A g)^T, A symmetric
     s1 = (AG * G).sum(-1)

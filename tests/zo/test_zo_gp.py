@@ -225,3 +225,27 @@ def test_a_lengthscale_that_is_not_positive_is_refused() -> None:
     X, y, mask = _batch()
     with pytest.raises(ConfigError, match=r"lengthscale: .* finite number > 0, got -1\.0"):
         gp.fit(X, y, mask, X[:, 0], "se", -1.0, 1e-6)
+
+
+@pytest.mark.parametrize("score", ["trace", "frobenius", "spectral"])
+@pytest.mark.parametrize("n", [21, 24])  # a free padding slot, or a new block for x
+def test_scores_after_a_fit_equal_scores_on_the_set_plus_the_new_iterate(
+    score: str, n: int
+) -> None:
+    X, y, mask = _batch(n=n, d=5, seed=12)
+    x_old = X[:, 2] + 0.03
+    post = gp.fit(X, y, mask, x_old, "matern52", 0.6, 1e-5)
+    x = x_old + 0.05 * (_rand(3, 3, 5) - 0.5)
+    cand = x.unsqueeze(1) + 0.05 * (_rand(4, 3, 11, 5) - 0.5)
+    S = torch.cat([X, x.unsqueeze(1)], 1)
+    Smask = torch.cat([mask, torch.ones(3, 1, dtype=torch.bool)], 1)
+    want = gp.grad_cov_scores(S, Smask, x, cand, "matern52", 0.6, 1e-5, score)
+    got = gp.grad_cov_scores_after(post, x, cand, score)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    one = gp.grad_cov_scores_after(
+        gp.fit(X[1:2], y[1:2], mask[1:2], x_old[1:2], "matern52", 0.6, 1e-5),
+        x[1:2],
+        cand[1:2],
+        score,
+    )
+    assert torch.equal(one, got[1:2])  # batch independent
