@@ -26,11 +26,12 @@ Round ``r`` (``x_{r-1}`` known to everyone, ``p_i`` the clients' weights)::
 so a round has two barriers (pitfall P10). Before round 1 every client queries
 ``init_queries`` points ``x_0 + init_radius U[-1,1]^d``. Gradient uncertainty of a
 candidate ``z`` is ``tr Sigma_grad(z)`` (or its Frobenius / spectral norm,
-``uncertainty``) of the GP conditioned on the neighbourhood plus the current iterate
-(pitfall P4; :func:`fedopt.zo.gp.grad_cov_scores`). Targets are min-max scaled on each
-neighbourhood and gradients scaled back (P5). No projection: the problem clips inside
-``f`` (P7). With one client ``theta_bar`` is that client's own weights bit for bit, so
-the correction vanishes exactly.
+``uncertainty``) of the GP conditioned on the step's neighbourhood plus the new iterate
+(pitfall P4; :func:`fedopt.zo.gp.grad_cov_scores_after`); after aggregation, on the
+``gp_neighbourhood`` points nearest ``x_r``, which include ``x_r`` itself. Targets are
+min-max scaled on each neighbourhood and gradients scaled back (P5). No projection: the
+problem clips inside ``f`` (P7). With one client ``theta_bar`` is that client's own
+weights bit for bit, so the correction vanishes exactly.
 
 ``safeguard: federated`` emulates the reference's acceptance test (pitfall P1: it reads
 the true global ``F``, which no federated node has): after the ``x_global`` broadcast
