@@ -70,6 +70,7 @@ from fedopt.fields import COUNT_MAX
 from fedopt.optim import Adam
 from fedopt.problems.capabilities import Capability
 from fedopt.zo import gp, rff
+from fedopt.zo.align import pad, up
 
 _NOISE_FLOOR = 1e-12
 
@@ -266,8 +267,9 @@ class FZooS(Algorithm):
             d, f64 = self.dim, torch.float64
             state.update(
                 x_global=x0.expand(c, d).clone(),
-                hist_x=torch.zeros((c, 0, d), dtype=f64, device=ctx.device),
+                hist_x=torch.zeros((c, 0, up(d)), dtype=f64, device=ctx.device),
                 hist_y=torch.zeros((c, 0), dtype=f64, device=ctx.device),
+                hist_sq=torch.zeros((c, 0), dtype=f64, device=ctx.device),
                 hist_n=torch.zeros(c, dtype=torch.int64, device=ctx.device),
                 queries=torch.zeros(c, dtype=torch.int64, device=ctx.device),
                 theta_own=torch.zeros((c, cfg.features), dtype=f64, device=ctx.device),
@@ -290,18 +292,26 @@ class FZooS(Algorithm):
 
     @staticmethod
     def _append(state: State, X: torch.Tensor, y: torch.Tensor) -> None:
-        """Add ``X [c, m, d]`` and ``y [c, m]`` to every client's history (grown as needed)."""
-        c, m, d = X.shape
-        n, cap = state["hist_n"], state["hist_x"].shape[1]
+        """Add ``X [c, m, d]`` and ``y [c, m]`` to every client's history.
+
+        The history is stored padded (``[c, cap, d8]``, ``cap`` and ``d8`` multiples of
+        8, :mod:`fedopt.zo.align`) with the squared norms of its rows, and grows by
+        doubling.
+        """
+        c, m, _ = X.shape
+        hx = state["hist_x"]
+        n, cap, d8 = state["hist_n"], hx.shape[1], hx.shape[2]
         need = int(n.max()) + m
         if need > cap:
-            grow = max(need, 2 * cap) - cap
-            state["hist_x"] = torch.cat([state["hist_x"], X.new_zeros((c, grow, d))], 1)
-            state["hist_y"] = torch.cat([state["hist_y"], y.new_zeros((c, grow))], 1)
+            grow = up(max(need, 2 * cap)) - cap
+            state["hist_x"] = torch.cat([hx, hx.new_zeros((c, grow, d8))], 1)
+            for key in ("hist_y", "hist_sq"):
+                state[key] = torch.cat([state[key], y.new_zeros((c, grow))], 1)
         pos = n.unsqueeze(1) + torch.arange(m, device=X.device)
         ar = torch.arange(c, device=X.device).unsqueeze(1)
-        state["hist_x"][ar, pos] = X
+        state["hist_x"][ar, pos] = pad(X, 2, d8)
         state["hist_y"][ar, pos] = y
+        state["hist_sq"][ar, pos] = X.square().sum(-1)
         state["hist_n"] = n + m
 
     def _observe(self, state: State, X: torch.Tensor, t: int) -> None:
@@ -316,10 +326,10 @@ class FZooS(Algorithm):
 
     def _neighbourhood(self, state: State, x: torch.Tensor, k: int):
         """``(X, y, mask)`` of the ``k`` history points nearest ``x`` per client."""
-        n_max = int(state["hist_n"].max())
-        hx, hy = state["hist_x"][:, :n_max], state["hist_y"][:, :n_max]
-        idx, mask = gp.nearest(hx, state["hist_n"], x, k)
-        return gp.take(hx, idx), gp.take(hy, idx), mask
+        H = up(int(state["hist_n"].max()))  # the padded rows in use (masked by count)
+        hx, hy = state["hist_x"][:, :H], state["hist_y"][:, :H]
+        idx, mask = gp.nearest(hx, state["hist_n"], x, k, state["hist_sq"][:, :H])
+        return gp.take(hx, idx)[..., : self.dim], gp.take(hy, idx), mask
 
     def _pick(self, scores: torch.Tensor, cand: torch.Tensor, keep: int) -> torch.Tensor:
         """The ``keep`` candidates ``[c, keep, d]`` with the largest scores."""

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from fedopt import rng
-from fedopt.zo import gp, kernels, rff
+from fedopt.zo import align, gp, kernels, rff
 
 F64 = torch.float64
 
@@ -105,18 +105,26 @@ SETTINGS: dict[str, Any] = {
 
 
 # ----------------------------------------------------------------------------- batched
+def _stored(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The history as FZooS stores it: padded to multiples of 8, with its squared norms."""
+    Xp = align.pad(align.pad(X, 1, align.up(X.shape[1])), 2, align.up(X.shape[2]))
+    return Xp, Xp.square().sum(-1)
+
+
 def batched_gp(inp: dict[str, Any], s: dict[str, Any]) -> dict[str, torch.Tensor]:
     """GP part of the round for every client at once (the algorithm's calls)."""
     X, y, xs = inp["X"], inp["y"], inp["xs"]
-    c, H, _ = X.shape
+    c, H, d = X.shape
     count = torch.full((c,), H, dtype=torch.int64)
+    Xp, sq = _stored(X)
+    yp = align.pad(y, 1, Xp.shape[1])
     T = xs.shape[1] - 1
     kern, ell, noise = s["kernel"], s["lengthscale"], s["gp_noise"]
     grads, scores, picks = [], [], []
     for t in range(T):
         x = xs[:, t]
-        idx, mask = gp.nearest(X, count, x, s["gp_neighbourhood"])
-        Xn, yn = gp.take(X, idx), gp.take(y, idx)
+        idx, mask = gp.nearest(Xp, count, x, s["gp_neighbourhood"], sq)
+        Xn, yn = gp.take(Xp, idx)[..., :d], gp.take(yp, idx)
         post = gp.fit(Xn, yn, mask, x, kern, ell, noise)
         grads.append(gp.mean_grad(post, x))
         if t < T - 1:
@@ -128,8 +136,8 @@ def batched_gp(inp: dict[str, Any], s: dict[str, Any]) -> dict[str, torch.Tensor
     x_r = inp["x_r"]
     h = (x_r - xs[:, -1]).abs().mean(1) / 2
     cand = x_r.unsqueeze(1) + h.view(c, 1, 1) * inp["agg_box"]
-    idx, mask = gp.nearest(X, count, x_r, s["gp_neighbourhood"])
-    S = torch.cat([gp.take(X, idx), x_r.unsqueeze(1)], 1)
+    idx, mask = gp.nearest(Xp, count, x_r, s["gp_neighbourhood"], sq)
+    S = torch.cat([gp.take(Xp, idx)[..., :d], x_r.unsqueeze(1)], 1)
     Smask = torch.cat([mask, torch.ones(c, 1, dtype=torch.bool)], 1)
     agg = gp.grad_cov_scores(S, Smask, x_r, cand, kern, ell, noise)
     return {
@@ -144,11 +152,14 @@ def batched_gp(inp: dict[str, Any], s: dict[str, Any]) -> dict[str, torch.Tensor
 def batched_rff(inp: dict[str, Any], s: dict[str, Any], feats: rff.Features):
     """Feature part: the corrections at the ``T`` iterates and the fit at ``x_r``."""
     X, y, xs = inp["X"], inp["y"], inp["xs"]
-    c, H, _ = X.shape
+    c, H, d = X.shape
     corr = [rff.grad(inp["theta_diff"], xs[:, t], feats) for t in range(xs.shape[1] - 1)]
     count = torch.full((c,), H, dtype=torch.int64)
-    idx, mask = gp.nearest(X, count, inp["x_r"], s["rff_neighbourhood"])
-    theta, _, span = rff.fit(gp.take(X, idx), gp.take(y, idx), mask, feats, s["rff_noise"])
+    Xp, sq = _stored(X)
+    idx, mask = gp.nearest(Xp, count, inp["x_r"], s["rff_neighbourhood"], sq)
+    Xn = gp.take(Xp, idx)[..., :d]
+    yn = gp.take(align.pad(y, 1, Xp.shape[1]), idx)
+    theta, _, span = rff.fit(Xn, yn, mask, feats, s["rff_noise"])
     return {"corrections": torch.stack(corr, 1), "theta": theta, "span": span}
 
 

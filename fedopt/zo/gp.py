@@ -63,31 +63,53 @@ def minmax(y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def nearest(
-    points: torch.Tensor, count: torch.Tensor, x: torch.Tensor, k: int
+    points: torch.Tensor,
+    count: torch.Tensor,
+    x: torch.Tensor,
+    k: int,
+    sq: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` history points nearest to ``x`` (Euclidean), per client.
+
+    Distances are ``|h|^2 - 2 h.x + |x|^2`` with one matrix-vector product per client
+    (reading the history once; a point's rank moves only on relative distance ties of
+    about ``1e-16 |h|^2 / ||h - x||^2``).
 
     Parameters
     ----------
     points
         ``[c, H, d]`` padded histories; row ``j`` of client ``i`` is valid for
-        ``j < count[i]``.
+        ``j < count[i]``. Stored with ``H`` and ``d`` multiples of 8
+        (:mod:`fedopt.zo.align`) it is used in place; otherwise it is copied padded.
     count
         ``[c]`` int64 valid rows.
     x
-        ``[c, d]`` the points whose neighbourhoods are wanted.
+        ``[c, d']`` the points whose neighbourhoods are wanted (``d' <= d``; missing
+        coordinates are zero, as the padding of ``points``).
     k
         Neighbourhood size (>= 1). A client with fewer than ``k`` points gets all of
         them (the rest masked): the reference's ``argsort(dists)[:k]`` on a short history.
+    sq
+        ``[c, >= H]`` the squared norms ``|h|^2`` of the rows, if kept with the history.
 
     Returns
     -------
     idx, mask
         ``[c, k']`` indices into ``points`` and their validity, ``k' = min(k, H)``, in
-        order of increasing distance (ties: lower index first; stable sort).
+        order of increasing distance (ties: lower index first; stable sort). ``H`` is the
+        batch's padded history length: clients with equal counts (FZooS) get ``k'``
+        independent of their batch-mates.
     """
-    H = points.shape[1]
-    dist = (points - x.unsqueeze(1)).square().sum(-1)  # exact differences
+    _, H, d = points.shape
+    aligned = points
+    if H % ALIGN or d % ALIGN:
+        aligned = pad(pad(points, 1, up(H)), 2, up(d))
+    if sq is None:
+        sq = points.square().sum(-1)
+    sq = sq[:, :H]
+    xa = pad(x, 1, aligned.shape[2])
+    dot = bmm(aligned, xa.unsqueeze(-1))[:, :H, 0]
+    dist = sq - 2.0 * dot + xa.square().sum(-1, keepdim=True)
     valid = torch.arange(H, device=points.device).unsqueeze(0) < count.unsqueeze(1)
     dist = torch.where(valid, dist, torch.inf)
     order = torch.sort(dist, dim=1, stable=True).indices[:, : min(k, H)]
