@@ -170,3 +170,39 @@ def test_kernels_and_uncertainty_scores_run(kernel: str, uncertainty: str) -> No
     result = run(raw)[1]
     assert result.records[-1]["distance_to_opt"] < result.records[0]["distance_to_opt"]
     assert result.records[-1]["queries_total"] == 4 * (10 + 3 * _per_round(FZOOS))
+
+
+def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch) -> None:
+    # the histories, weights and query counters are state; W, b and Adam are rebuilt
+    import json
+
+    from fedopt.algorithms.fzoos import FZooS
+    from fedopt.run import checkpoint_path, run_experiment
+
+    raw = _raw(rounds=5, noise_std=0.01)
+    raw["output"] = {"checkpoint_every": 2}
+    cfg = validate(raw)
+    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
+    original = FZooS.round
+
+    def crash_at_3(self, state, t):
+        if t == 3:
+            raise KeyboardInterrupt("driver killed")
+        return original(self, state, t)
+
+    monkeypatch.setattr(FZooS, "round", crash_at_3)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(cfg, out_dir=out, progress=False)
+    assert checkpoint_path(out).is_file()
+    monkeypatch.setattr(FZooS, "round", original)
+    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
+
+    def lines(path):
+        rows = (path / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"} for r in rows]
+
+    assert lines(resumed) == lines(ref)
+    a = json.loads((resumed / "summary.json").read_text())
+    b = json.loads((ref / "summary.json").read_text())
+    assert a["params_sha256"] == b["params_sha256"] and a["queries_total"] == b["queries_total"]
