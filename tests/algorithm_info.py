@@ -295,6 +295,12 @@ ROUND_INFOS.append(
             bad("algorithm.features=0", "algorithm.features", "greater than or equal to 1", id="M"),
             bad("algorithm.lengthscale=0", "algorithm.lengthscale", "greater than 0", id="ell"),
             bad(
+                "algorithm.lengthscale_bounds=[1.0, 0.5]",
+                "algorithm.lengthscale_bounds",
+                "0 < low < high",
+                id="ml2-bounds",
+            ),
+            bad(
                 "algorithm.rff_lengthscale=-1",
                 "algorithm.rff_lengthscale",
                 "greater than 0",

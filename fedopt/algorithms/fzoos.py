@@ -88,7 +88,20 @@ class FZooSConfig(AlgorithmConfig):
     kernel: Literal["se", "matern52"] = Field(
         "se", description="kernel of the local GP (the reference code fits matern52)"
     )
-    lengthscale: float = Field(1.0, gt=0, description="lengthscale of the local GP kernel")
+    lengthscale: float = Field(
+        1.0, gt=0, description="lengthscale of the local GP kernel (lengthscale_fit: fixed)"
+    )
+    lengthscale_fit: Literal["fixed", "ml2"] = Field(
+        "fixed",
+        description="ml2: each fit picks its lengthscale by ML-II on a log-spaced grid (the "
+        "reference code's mode with kernel: matern52)",
+    )
+    lengthscale_bounds: tuple[float, float] = Field(
+        (0.01, 100.0), description="ml2: smallest and largest lengthscale of the grid"
+    )
+    lengthscale_grid: int = Field(
+        21, ge=2, le=1000, description="ml2: log-spaced lengthscales tried between the bounds"
+    )
     gp_noise: float = Field(
         1e-6, gt=0, description="noise variance added to the local GP's kernel matrix"
     )
@@ -149,6 +162,12 @@ class FZooSConfig(AlgorithmConfig):
                     f"{getattr(self, cand)} {cand} it is chosen from; raise algorithm.{cand} "
                     f"or lower algorithm.{keep}"
                 )
+        lo, hi = self.lengthscale_bounds
+        if not 0 < lo < hi:
+            raise ValueError(
+                f"algorithm.lengthscale_bounds: need 0 < low < high, got [{lo}, {hi}]; use "
+                "e.g. [0.01, 100]"
+            )
         if self.safeguard == "oracle":
             raise ValueError(
                 "algorithm.safeguard: 'oracle' reads the true global F, which no federated "
@@ -237,6 +256,10 @@ class FZooS(Algorithm):
         self.dim = int(ctx.oracle.dim)
         self.features = rff.features(ctx.seed, self.dim, config.features, config.rff_lengthscale)
         self.optimizer = Adam(reset="round")
+        lo, hi = config.lengthscale_bounds
+        self.grid = torch.logspace(
+            math.log10(lo), math.log10(hi), config.lengthscale_grid, dtype=torch.float64
+        )
 
     def derived_constants(self) -> dict[str, Constant]:
         """Queries per client per round, floats sent per client per round, the schedule."""
@@ -275,6 +298,7 @@ class FZooS(Algorithm):
                 theta_own=torch.zeros((c, cfg.features), dtype=f64, device=ctx.device),
                 theta_bar=torch.zeros((1, cfg.features), dtype=f64, device=ctx.device),
                 correction=torch.zeros(c, dtype=f64, device=ctx.device),
+                lengthscale=torch.full((c,), cfg.lengthscale, dtype=f64, device=ctx.device),
             )
         return state
 
@@ -330,6 +354,18 @@ class FZooS(Algorithm):
         hx, hy = state["hist_x"][:, :H], state["hist_y"][:, :H]
         idx, mask = gp.nearest(hx, state["hist_n"], x, k, state["hist_sq"][:, :H])
         return gp.take(hx, idx)[..., : self.dim], gp.take(hy, idx), mask
+
+    def _lengthscale(
+        self, state: State, X: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, x: torch.Tensor
+    ) -> float | torch.Tensor:
+        """The configured lengthscale, or each client's ML-II pick on this neighbourhood."""
+        cfg = self.config
+        if cfg.lengthscale_fit == "fixed":
+            return cfg.lengthscale
+        noise = max(cfg.gp_noise, _NOISE_FLOOR)
+        ell = gp.select_lengthscale(X, y, mask, x, cfg.kernel, self.grid.to(x.device), noise)
+        state["lengthscale"] = ell
+        return ell
 
     def _pick(self, scores: torch.Tensor, cand: torch.Tensor, keep: int) -> torch.Tensor:
         """The ``keep`` candidates ``[c, keep, d]`` with the largest scores."""
@@ -393,7 +429,8 @@ class FZooS(Algorithm):
         noise = max(cfg.gp_noise, _NOISE_FLOOR)
         for s in range(1, T + 1):
             X, y, mask = self._neighbourhood(state, x, cfg.gp_neighbourhood)
-            post = gp.fit(X, y, mask, x, cfg.kernel, cfg.lengthscale, noise)
+            ell = self._lengthscale(state, X, y, mask, x)
+            post = gp.fit(X, y, mask, x, cfg.kernel, ell, noise)
             g = gp.mean_grad(post, x)
             if t > 0:  # no global surrogate before the first aggregation (P8)
                 gamma = 1.0 / s if cfg.adaptive else 1.0
@@ -456,11 +493,10 @@ class FZooS(Algorithm):
                 "fzoos_explore", t, cfg.agg_candidates
             )
             # the history already holds x_r: its nearest points are history plus x_r
-            X, _, mask = self._neighbourhood(state, xr, cfg.gp_neighbourhood)
+            X, y, mask = self._neighbourhood(state, xr, cfg.gp_neighbourhood)
+            ell = self._lengthscale(state, X, y, mask, xr)
             noise = max(cfg.gp_noise, _NOISE_FLOOR)
-            scores = gp.grad_cov_scores(
-                X, mask, xr, cand, cfg.kernel, cfg.lengthscale, noise, cfg.uncertainty
-            )
+            scores = gp.grad_cov_scores(X, mask, xr, cand, cfg.kernel, ell, noise, cfg.uncertainty)
             self._observe(state, self._pick(scores, cand, cfg.agg_keep), t)
         X, y, mask = self._neighbourhood(state, xr, cfg.rff_neighbourhood)
         theta, _, span = rff.fit(X, y, mask, self.features, max(cfg.rff_noise, _NOISE_FLOOR))
@@ -474,12 +510,16 @@ class FZooS(Algorithm):
 
     def metrics(self, state: State) -> dict[str, torch.Tensor]:
         """``correction_norm``: each client's mean ``||gamma_t (grad m_bar - grad m_i)||``
-        over the last round's local steps (NaN for the server, left out of the mean)."""
+        over the last round's local steps; ``lengthscale``: the local GP's (the last ML-II
+        pick with ``lengthscale_fit: ml2``). NaN for the server, left out of the mean."""
         k = len(self.ctx.hosted)
-        out = torch.full((k,), math.nan, dtype=torch.float64)
-        if len(self.client_local):
-            out[self.client_local] = state["correction"].cpu()
-        return {"correction_norm": out}
+        out = {}
+        for name, key in (("correction_norm", "correction"), ("lengthscale", "lengthscale")):
+            values = torch.full((k,), math.nan, dtype=torch.float64)
+            if len(self.client_local):
+                values[self.client_local] = state[key].cpu()
+            out[name] = values
+        return out
 
     @classmethod
     def output_rows(cls, config: AlgorithmConfig, n: int) -> int:

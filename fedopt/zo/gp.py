@@ -33,6 +33,7 @@ Masked (padding) entries take part as identity rows of ``K`` with zero target an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -178,6 +179,9 @@ class Posterior:
         ``[c, n8, n8]`` inner products ``Z Z^T`` (reused by :func:`grad_cov_scores_after`).
     width
         ``n``, the set size before padding.
+    scale
+        ``[c]`` ``1 / l_i`` when every client has its own lengthscale ``l_i`` (inputs are
+        stored divided by ``l_i`` with ``lengthscale = 1``); None for one lengthscale.
     """
 
     centre: torch.Tensor
@@ -193,6 +197,7 @@ class Posterior:
     dim: int
     P: torch.Tensor
     width: int
+    scale: torch.Tensor | None = None
 
 
 def _centred(X: torch.Tensor, mask: torch.Tensor, centre: torch.Tensor):
@@ -208,7 +213,7 @@ def fit(
     mask: torch.Tensor,
     centre: torch.Tensor,
     kernel: str,
-    lengthscale: float,
+    lengthscale: float | torch.Tensor,
     noise: float,
 ) -> Posterior:
     """Fit every client's GP at once: min-max scale ``y``, factor ``K + s2 I``, solve.
@@ -216,7 +221,14 @@ def fit(
     ``X [c, n, d]``, ``y [c, n]``, ``mask [c, n]``; ``centre [c, d]`` is where the
     inputs are centred (the point the gradient will be asked at is best). One batched
     Cholesky factorisation and one batched triangular solve for all clients.
+    ``lengthscale`` is one number, or a ``[c]`` tensor of one per client (as
+    :func:`select_lengthscale` gives): the inputs are then divided by ``l_i`` and the
+    kernel has lengthscale 1, which is the same GP.
     """
+    inv = None
+    if isinstance(lengthscale, torch.Tensor):  # one per client: unit lengthscale on x / l_i
+        inv = _inverse_lengthscales(lengthscale, X.shape[0])
+        X, centre, lengthscale = X * inv.view(-1, 1, 1), centre * inv.view(-1, 1), 1.0
     Z, m = _centred(X, mask, centre)
     scaled, lo, span = minmax(y, mask)
     P = bmm(Z, Z.transpose(-1, -2))
@@ -225,12 +237,83 @@ def fit(
     alpha = torch.cholesky_solve(rhs, chol).squeeze(-1)
     c8 = pad(centre, 1, Z.shape[2])
     d, n = X.shape[2], X.shape[1]
-    return Posterior(c8, Z, m, chol, alpha, lo, span, kernel, lengthscale, noise, d, P, n)
+    return Posterior(c8, Z, m, chol, alpha, lo, span, kernel, lengthscale, noise, d, P, n, inv)
+
+
+def _inverse_lengthscales(lengthscale: torch.Tensor, c: int) -> torch.Tensor:
+    """``1 / l_i`` ``[c]`` float64 of per-client lengthscales, refused unless all > 0."""
+    ell = lengthscale.to(torch.float64).reshape(-1)
+    if ell.shape != (c,) or not bool(torch.isfinite(ell).all() and (ell > 0).all()):
+        raise ConfigError(
+            f"lengthscale: per-client lengthscales must be {c} finite numbers > 0, got "
+            f"{lengthscale.tolist()}; use positive values"
+        )
+    return 1.0 / ell
+
+
+def _scaled(post: Posterior, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the posterior's input units (divided by ``l_i`` when per client)."""
+    if post.scale is None:
+        return x
+    return x * post.scale.view(-1, *([1] * (x.ndim - 1)))
+
+
+def log_marginal(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    centre: torch.Tensor,
+    kernel: str,
+    lengthscales: torch.Tensor,
+    noise: float,
+) -> torch.Tensor:
+    """Log marginal likelihood of the min-max scaled targets for each lengthscale.
+
+    ``log p(y' | X, l) = -1/2 y'^T (K_l + s2 I)^{-1} y' - 1/2 log det(K_l + s2 I) - n/2
+    log(2 pi)`` (Rasmussen & Williams 2006, eq. 5.8), for every client and each of
+    the ``G`` values of ``lengthscales``: ``[c, G]``, one batched Cholesky
+    factorisation of ``c G`` matrices.
+    """
+    grid = torch.as_tensor(lengthscales, dtype=torch.float64).reshape(-1)
+    if not bool(torch.isfinite(grid).all() and (grid > 0).all()):
+        raise ConfigError(
+            f"lengthscales: the ML-II grid must hold finite numbers > 0, got {grid.tolist()}"
+        )
+    Z, m = _centred(X, mask, centre)
+    scaled, _, _ = minmax(y, mask)
+    P = bmm(Z, Z.transpose(-1, -2))
+    c, n8, G = Z.shape[0], Z.shape[1], len(grid)
+    grams = torch.stack([_gram(P, m, kernel, float(ell), noise) for ell in grid], 1)
+    chol = torch.linalg.cholesky(grams.reshape(c * G, n8, n8))
+    rhs = pad(scaled, 1, n8).repeat_interleave(G, 0).unsqueeze(-1)
+    alpha = torch.cholesky_solve(rhs, chol)
+    fit = (rhs * alpha).sum((-1, -2)).reshape(c, G)
+    logdet = 2.0 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1).reshape(c, G)
+    n = mask.sum(-1, keepdim=True).to(torch.float64)
+    return -0.5 * fit - 0.5 * logdet - 0.5 * n * math.log(2.0 * math.pi)
+
+
+def select_lengthscale(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    mask: torch.Tensor,
+    centre: torch.Tensor,
+    kernel: str,
+    lengthscales: torch.Tensor,
+    noise: float,
+) -> torch.Tensor:
+    """ML-II over a grid: each client's lengthscale of largest :func:`log_marginal`
+    (``[c]``; ties: the first grid value). The reference code maximises the same
+    likelihood with L-BFGS from 20 random starts (scikit-learn); a log-spaced grid
+    gives the maximiser to the grid's resolution, in one batched factorisation."""
+    grid = torch.as_tensor(lengthscales, dtype=torch.float64).reshape(-1)
+    best = log_marginal(X, y, mask, centre, kernel, grid, noise).argmax(-1)
+    return grid[best]
 
 
 def _cross(post: Posterior, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(v, r2)``: ``x - centre`` ``[c, m, d8]`` and squared distances ``[c, m, n8]``."""
-    v = pad(x, 2, post.Z.shape[2]) - post.centre.unsqueeze(1)
+    v = pad(_scaled(post, x), 2, post.Z.shape[2]) - post.centre.unsqueeze(1)
     return v, sqdist(v, post.Z)
 
 
@@ -254,7 +337,7 @@ def mean_grad(post: Posterior, x: torch.Tensor) -> torch.Tensor:
     g = torch.where(post.mask.unsqueeze(1), grad_factor(r2, post.kernel, post.lengthscale), 0.0)
     w = g * post.alpha.unsqueeze(1)  # [c, m, n8]
     grad = -(w.sum(-1, keepdim=True) * v - bmm(w, post.Z)) * post.span.view(-1, 1, 1)
-    grad = grad[..., : post.dim]
+    grad = _scaled(post, grad[..., : post.dim])  # d/dx = (1 / l_i) d/d(x / l_i)
     return grad[:, 0] if one else grad
 
 
@@ -264,7 +347,7 @@ def grad_cov_scores(
     centre: torch.Tensor,
     candidates: torch.Tensor,
     kernel: str,
-    lengthscale: float,
+    lengthscale: float | torch.Tensor,
     noise: float,
     score: str = "trace",
 ) -> torch.Tensor:
@@ -292,6 +375,13 @@ def grad_cov_scores(
     """
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
+    if isinstance(lengthscale, torch.Tensor):  # per client: unit lengthscale on x / l_i
+        inv = _inverse_lengthscales(lengthscale, X.shape[0])
+        X, centre = X * inv.view(-1, 1, 1), centre * inv.view(-1, 1)
+        out = grad_cov_scores(
+            X, mask, centre, candidates * inv.view(-1, 1, 1), kernel, 1.0, noise, score
+        )
+        return out * inv.square().unsqueeze(-1)  # Sigma_grad scales with 1 / l_i^2
     Z, m = _centred(X, mask, centre)
     V = pad(candidates, 2, Z.shape[2]) - pad(centre, 1, Z.shape[2]).unsqueeze(1)
     return _scores(Z, m, None, V, X.shape[-1], kernel, lengthscale, noise, score)
@@ -312,6 +402,7 @@ def grad_cov_scores_after(
     if score not in SCORES:
         raise ValueError(f"score: {score!r} is not a score; use one of {', '.join(SCORES)}")
     c, n8, d8 = post.Z.shape
+    x, candidates = _scaled(post, x), _scaled(post, candidates)
     e = pad(x, 1, d8) - post.centre  # [c, d8]
     m = post.mask
     Z = torch.where(m.unsqueeze(-1), post.Z - e.unsqueeze(1), 0.0)
@@ -325,7 +416,10 @@ def grad_cov_scores_after(
     m = m.clone()
     m[:, slot] = True
     V = pad(candidates, 2, d8) - pad(x, 1, d8).unsqueeze(1)
-    return _scores(Z, m, P, V, post.dim, post.kernel, post.lengthscale, post.noise, score)
+    out = _scores(Z, m, P, V, post.dim, post.kernel, post.lengthscale, post.noise, score)
+    if post.scale is not None:  # Sigma_grad in x = Sigma_grad in x / l_i, divided by l_i^2
+        out = out * post.scale.square().unsqueeze(-1)
+    return out
 
 
 def _scores(

@@ -206,3 +206,18 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch) -> No
     a = json.loads((resumed / "summary.json").read_text())
     b = json.loads((ref / "summary.json").read_text())
     assert a["params_sha256"] == b["params_sha256"] and a["queries_total"] == b["queries_total"]
+
+
+def test_the_ml2_reference_mode_picks_each_clients_lengthscale_from_the_grid() -> None:
+    # kernel matern52 + lengthscale_fit ml2: the reference code's local GP (pitfall P2),
+    # its ML-II by a batched grid instead of scikit-learn's L-BFGS restarts
+    _, result, worker = run(
+        _raw(rounds=3, kernel="matern52", lengthscale_fit="ml2", lengthscale_bounds=(0.1, 10.0))
+    )
+    grid = torch.logspace(-1, 1, 21, dtype=torch.float64)
+    picked = worker.state["lengthscale"]
+    assert all(bool(torch.isclose(grid, v, rtol=1e-15, atol=0).any()) for v in picked)
+    assert not bool((picked == 1.0).all())  # it does move off the fixed default
+    assert result.records[-1]["distance_to_opt"] < result.records[0]["distance_to_opt"]
+    fixed = run(_raw(rounds=3))[1]
+    assert fixed.records[-1]["lengthscale"] == 1.0
