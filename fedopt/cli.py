@@ -1,5 +1,5 @@
-"""``fedopt`` command line: run, validate, audit, list, topology, report, bench, cluster,
-doctor."""
+"""``fedopt`` command line: run, sweep, validate, audit, list, topology, report, bench,
+cluster, doctor."""
 
 from __future__ import annotations
 
@@ -307,6 +307,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("problems:")
     for name, prob in PROBLEMS.items():
         caps = ", ".join(sorted(prob.capabilities())) or "-"
+        if not prob.has_gradients():
+            caps += "; no gradients"
         print(f"  {name:<{w}}  {fields(prob.Config)}  [capabilities: {caps}]{_origin(prob)}")
     print("topologies (parameters go in topology.params):")
     for name, gen in TOPOLOGIES.items():
@@ -387,11 +389,133 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fedopt.results.report import report
+    from fedopt.sweep.manifest import MANIFEST
 
     if args.out:
         check_output_folder(args.out, "--out", inside=True)
+    sweeps = [d for d in args.run_dirs if (Path(d) / MANIFEST).is_file()]
+    if sweeps:
+        if len(args.run_dirs) > 1:
+            raise ConfigError(
+                f"report: {sweeps[0]!r} is a sweep directory; report it alone (fedopt report "
+                f"{sweeps[0]}) or give run directories only"
+            )
+        args.sweep_dir = sweeps[0]
+        args.metrics, args.by, args.x, args.y = None, None, None, None
+        args.select, args.select_by, args.mode, args.no_plots = None, None, None, False
+        return cmd_sweep_report(args)
     out = report([Path(d) for d in args.run_dirs], Path(args.out) if args.out else None)
     print(f"plots: {out}")
+    return 0
+
+
+def _prestart_workers(args: argparse.Namespace) -> None:
+    """Start the pool's worker processes before this process imports torch (both take
+    about 2 s; this way they overlap)."""
+    import os
+
+    from fedopt.sweep.processes import prestart
+
+    if args.address is not None or args.dry_run or args.jobs == 1:
+        return
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    cap = os.environ.get("FEDOPT_CORES", "")
+    if cap.isdigit() and int(cap) > 0:
+        cores = min(cores, int(cap))
+    jobs = args.jobs or cores
+    if jobs > 1:
+        prestart(jobs)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    _prestart_workers(args)
+    try:
+        return _sweep(args)
+    finally:
+        from fedopt.sweep.processes import release
+
+        release()
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from fedopt.sweep import load_sweep, run_sweep
+    from fedopt.sweep.expand import expand, prepare
+    from fedopt.sweep.report import sweep_report
+    from fedopt.sweep.runner import default_sweep_dir, select_cells
+
+    spec = load_sweep(args.sweep)
+    if args.set:
+        from fedopt.config.load import load_yaml_text
+
+        extra = []
+        for item in args.set:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected dotted.key=value, e.g. stop.rounds=20")
+            key, raw = item.split("=", 1)
+            extra.append((key.strip(), load_yaml_text(raw, f"--set {item!r}")))
+        from dataclasses import replace
+
+        spec = replace(spec, sets=(*spec.sets, *extra))
+    out = Path(args.out) if args.out else default_sweep_dir(spec)
+    if args.dry_run:
+        cells = expand(spec, note=lambda s: print(f"note: {s}", file=sys.stderr))
+        preps = prepare(spec, select_cells(cells, args.only))
+        for p in preps:
+            extra_info = f"  step {p.cell.step:g}" if p.cell.step is not None else ""
+            print(f"{p.cell.name}{extra_info}")
+        searches = len({p.cell.search for p in preps if p.cell.search})
+        more = f" (at most; {searches} halving searches)" if searches else ""
+        print(f"ok: {spec.name}: {len(preps)} cells{more} validate; sweep directory {out}")
+        return 0
+    check_output_folder(out, "--out", inside=True)
+    outcome = run_sweep(
+        spec,
+        out,
+        jobs=args.jobs,
+        address=args.address,
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+        only=args.only,
+    )
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(outcome.counts.items()))
+    print(
+        f"sweep {spec.name}: {outcome.total} cells ({counts}; {outcome.skipped} were already "
+        f"done) in {outcome.wall_s:.1f} s"
+    )
+    for name, error in outcome.failed:
+        print(f"failed: {name}: {error.splitlines()[0] if error else '?'}", file=sys.stderr)
+    if not args.no_report:
+        result = sweep_report(out, plots=not args.no_plots)
+        if not args.quiet and result["markdown"].count("\n") <= 60:
+            print(result["markdown"])
+        elif not args.quiet:
+            print(f"table: {out / 'table.md'}")
+    print(f"results: {out}")
+    return 1 if outcome.failed else 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from fedopt.sweep.report import sweep_report
+
+    if args.out:
+        check_output_folder(args.out, "--out", inside=True)
+    result = sweep_report(
+        args.sweep_dir,
+        args.out,
+        metrics=args.metrics,
+        by=args.by,
+        x=args.x,
+        y=args.y,
+        select=args.select,
+        select_by=args.select_by,
+        mode=args.mode,
+        plots=not args.no_plots,
+    )
+    print(result["markdown"])
+    print(f"report: {result['folder']} ({', '.join(result['files'])})")
     return 0
 
 
@@ -457,6 +581,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
     p.set_defaults(func=cmd_run)
+
+    p = command(
+        "sweep",
+        "run a grid of experiments (axes, seeds, halving) in parallel, resumably",
+        description="Run every cell of a sweep file: a base experiment and axes (grid over "
+        "dotted keys, zip, named cells, seeds, an optional step-size halving rule). Every "
+        "cell is validated before anything runs; finished cells are skipped when run again. "
+        "See README.md, section Sweeps.",
+    )
+    p.add_argument("sweep", help="the sweep YAML")
+    p.add_argument("--out", help="sweep directory (default: runs/<sweep name>)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        help="cells at once (default: the usable cores / resources.cpus; 1: in this "
+        "process); with --address: Ray tasks in flight",
+    )
+    p.add_argument(
+        "--address",
+        help="run each cell as a Ray task on this cluster (host:port, auto; 'local' starts "
+        "a local Ray); token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key in every cell, e.g. --set stop.rounds=20 (repeatable)",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="rerun finished cells whose config changed"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="GLOB",
+        help="run only the cells whose name matches, e.g. --only 'lsq_cycle/*' (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="validate and list the cells only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-cell lines")
+    p.add_argument("--no-report", action="store_true", help="do not write the tables at the end")
+    p.add_argument("--no-plots", action="store_true", help="tables only, no PNG plots")
+    p.set_defaults(func=cmd_sweep)
+
+    p = command("sweep-report", "tables (mean ± std over seeds) and plots of a sweep directory")
+    p.add_argument("sweep_dir")
+    p.add_argument("--out", help="folder for the tables and plots (default: the sweep directory)")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="table columns: summary keys (final_loss), min(loss), max(test_accuracy), "
+        "X@Y<=V (default: the sweep's report.metrics, else the usual final figures)",
+    )
+    p.add_argument("--by", help="group the plots by this axis (default: the first that varies)")
+    p.add_argument("--x", help="record key on the curves' x axis (default: round)")
+    p.add_argument("--y", help="record key on the curves' y axis (default: loss)")
+    p.add_argument("--select", metavar="METRIC", help="model selection by this metric")
+    p.add_argument("--select-by", nargs="+", metavar="AXIS", help="one winner per value of these")
+    p.add_argument("--mode", choices=["min", "max"], help="lowest or highest metric wins")
+    p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.set_defaults(func=cmd_sweep_report)
 
     p = command("validate", "check an experiment (and its topology) without running")
     p.add_argument("config")
@@ -533,19 +719,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_topology)
 
-    p = command("report", "plot and tabulate one or more run directories")
+    p = command("report", "plot and tabulate run directories (or a sweep directory)")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", help="folder for the PNG plots (default: the first run directory)")
     p.set_defaults(func=cmd_report)
 
     p = command("bench", "throughput benchmarks (see README)")
     p.add_argument(
-        "workload", choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2", "fzoos"]
+        "workload",
+        choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2", "sweep", "fzoos"],
     )
-    p.add_argument("--clients", type=int, default=None, help="default 1000 (fzoos: 5)")
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--nodes", type=int, default=1024)
-    p.add_argument("--dim", type=int, default=None, help="default 100000 (fzoos: 300)")
+    p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
+    p.add_argument("--rounds", type=int, default=None, help="rounds (default 10; sweep: 1000)")
+    p.add_argument("--nodes", type=int, default=None, help="nodes (default 1024; sweep: 32)")
+    p.add_argument(
+        "--dim", type=int, default=None, help="dimension (default 100000; sweep: 2000; fzoos: 300)"
+    )
     p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
     p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
     p.add_argument("--repeats", type=int, default=3, help="fzoos: alternated timings")
@@ -560,6 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--data", choices=["auto", "materialize", "regenerate"], default="auto")
     p.add_argument("--no-meter", action="store_true", help="disable metering (overhead check)")
+    p.add_argument("--cells", type=int, default=64, help="sweep: number of cells")
+    p.add_argument("--jobs", type=int, default=None, help="sweep: worker processes")
     p.set_defaults(func=cmd_bench)
 
     p = command("cluster", "start/join/stop a Ray cluster with token auth")

@@ -361,7 +361,7 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "topology": plan.topology.name,
         "problem": config.problem.name,
         "n": plan.topology.n,
-        "dim": int(result.final_params.shape[1]),
+        "dim": int(result.final_params.shape[1]) - getattr(plan, "buf_dim", 0),
         "seed": config.seed,
         "rounds": result.rounds,
         "stop_reason": result.stop_reason,
@@ -376,7 +376,10 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "params_sha256": params_digest(result.final_ids, result.final_params),
         "derived": dict(getattr(result, "derived", {})),  # Algorithm.derived_constants
     }
-    for key in ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq"):
+    if getattr(plan, "buf_dim", 0):  # reported rows are [params, buffers] (BatchNorm stats)
+        summary["buf_dim"] = plan.buf_dim
+    figures = ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq")
+    for key in (*figures, "loss_gap", "attack_success"):  # the last two: black boxes
         if key in last:
             summary[f"final_{key}"] = last[key]
     summary["evaluation"] = getattr(result, "evaluation", "average_model")

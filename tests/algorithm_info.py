@@ -103,9 +103,9 @@ def bad(overrides: str | tuple[str, ...], *match: str, id: str, **kw: Any) -> Ba
 
 # Ray identity in the default suite: one per family that no other Ray test covers (the
 # server's summed mean split over actors, two robust exchanges, an iterative rule, a
-# dual event method, private noise at the server); dsgd, ADOM+, MSDA, MoNNA, DADAO and
-# async gossip have Ray tests
-RAY_FAST = frozenset({"fedavg", "learn", "mogm", "continuized", "diff2"})
+# dual event method, private noise at the server, counted noisy queries with SCAFFOLD-I's
+# extra control exchange); dsgd, ADOM+, MSDA, MoNNA, DADAO and async gossip have Ray tests
+RAY_FAST = frozenset({"fedavg", "learn", "mogm", "continuized", "diff2", "scaffold_zo1"})
 
 QUAD = {"name": "quadratic", "dim": 6, "mu": 0.5, "L": 2.0, "dtype": "float64"}
 LSQ = {
@@ -159,6 +159,15 @@ ROUND_INFOS = [
                 "algorithm.aggregator",
                 "krum needs at least",
                 id="too-few-for-krum",
+            ),
+            bad(
+                (),
+                "algorithm.name",
+                "uses gradients",
+                "'zo_quadratic' is a black box",
+                "fedzo",
+                id="black-box-problem",
+                sections={"problem": {"name": "zo_quadratic", "dim": 6}},
             ),
         ),
     ),
@@ -409,5 +418,50 @@ EVENT_INFOS = [
         ),
     ),
 ]
+
+# zeroth-order baselines on a star of 4 clients: the black-box quadratic (d = 8), Q = 8
+# directions, small query noise; Adam's constant step leaves a floor near 1e-2
+ZO_QUAD = {"name": "zo_quadratic", "dim": 8, "heterogeneity": 1.0}
+ZO_BAD = (
+    bad("algorithm.directions=0", "algorithm.directions", "greater than or equal to 1", id="q0"),
+    bad("algorithm.directions=9", "algorithm.directions", "Q=9", "dim d=8", id="q-above-dim"),
+    bad("algorithm.fd_step=0", "algorithm.fd_step", "greater than 0", id="lambda0"),
+    bad("algorithm.fd_step=-0.01", "algorithm.fd_step", "greater than 0", id="lambda-neg"),
+    bad("eval.grad_norm=true", "eval.grad_norm", "black box", id="grad-norm"),
+    bad("topology.name=ring", "star", id="not-a-star"),
+    bad("algorithm.safeguard=oracle", "algorithm.safeguard", "federated", id="oracle-safeguard"),
+    bad(
+        (),
+        "needs capability 'noisy_queries'",
+        "digits_softmax",
+        "zo_quadratic",
+        id="no-queries",
+        sections={"problem": {"name": "digits_softmax"}},
+    ),
+)
+for _name in ("fedzo", "fedprox_zo", "scaffold_zo1", "scaffold_zo2"):
+    ROUND_INFOS.append(
+        AlgorithmInfo(
+            _name,
+            experiment(
+                topology={"name": "star", "n": 5},
+                algorithm={
+                    "name": _name,
+                    "lr": 0.05,
+                    "directions": 8,
+                    "local_steps": 5,
+                    "noise_std": 1e-4,
+                },
+                problem=ZO_QUAD,
+                stop={"rounds": 20},
+                eval={"every": 20},
+            ),
+            tol=0.1,  # from F(x_0) - F* = 1.93
+            metric="loss_gap",
+            floats=(8, 16) if _name == "scaffold_zo2" else None,  # [x, c] travel together
+            ray_slow=_name not in RAY_FAST,
+            bad_inputs=ZO_BAD,
+        )
+    )
 
 ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}

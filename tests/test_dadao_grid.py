@@ -1,9 +1,9 @@
-"""The DADAO experiment grid (experiments/dadao/run_grid.py): its --quick cells compile.
+"""The DADAO experiment grid (experiments/dadao/grid.sweep.yaml): its cells and its exclusions.
 
-Every cell of the ``--quick`` subset either compiles (topology, requirements and the
-algorithm's own checks) or, for the cells the grid reports as "n/a", is refused with a
-ConfigError: MSDA and continuized need conjugate gradients (not on logistic) and a
-fixed graph (not on the time-varying RGG sequence).
+Every cell of the sweep validates and compiles (the sweep checks that before anything
+runs); the cells the sweep excludes are exactly those fedopt refuses: MSDA and
+continuized need conjugate gradients (not on logistic) and a fixed graph (not on the
+time-varying RGG sequence). A two-cell slice runs and tables.py reads it.
 """
 
 from __future__ import annotations
@@ -11,20 +11,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from fedopt.config import load_experiment
+from fedopt.config import load_experiment, validate
 from fedopt.engine.compile import compile_plan
 from fedopt.errors import ConfigError
 from fedopt.run import run_experiment
+from fedopt.sweep import load_sweep, run_sweep
+from fedopt.sweep.expand import expand, prepare
 
 GRID_DIR = Path(__file__).resolve().parents[1] / "experiments" / "dadao"
 
 
-def _grid():
-    spec = importlib.util.spec_from_file_location("dadao_run_grid", GRID_DIR / "run_grid.py")
+def _tables():
+    spec = importlib.util.spec_from_file_location("dadao_tables", GRID_DIR / "tables.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -32,41 +35,56 @@ def _grid():
     return module
 
 
-grid = _grid()
-CELLS = [
-    (problem, graph, method)
-    for problem in grid.PROBLEMS
-    for graph in grid.QUICK_GRAPHS
-    for method in grid.METHODS
-]
+tables = _tables()
 
 
-def refused(problem: str, graph: str, method_key: str) -> str | None:
-    """What the refusal must mention for an "n/a" cell (None: fedopt accepts it)."""
-    needs = []
-    if method_key in ("msda", "continuized"):
-        if problem == "logreg":
-            needs.append("conjugate")
-        if graph == "rgg":
-            needs.append("time-varying")
-    return "|".join(needs) or None  # with both, either check may come first
+@pytest.mark.parametrize("name", ["grid.sweep.yaml", "grid_quick.sweep.yaml"])
+def test_every_cell_compiles_and_the_excluded_ones_are_refused(name: str) -> None:
+    spec = load_sweep(GRID_DIR / name)
+    cells = expand(spec)
+    preps = prepare(spec, cells)  # validates and compiles every cell
+    graphs = 7 if name == "grid.sweep.yaml" else 2
+    assert len(preps) == 2 * graphs * 6 - graphs * 2 - 2  # logistic and lsq_rgg: no MSDA/cont.
+    methods = {m.key for m in tables.METHODS}
+    assert {c.columns[1][1] for c in cells} == methods
+    kept = {c.name for c in cells}
+    for cell in expand(replace(spec, exclude=())):
+        if cell.name in kept:
+            continue
+        problem, method = cell.name.split("_")[0], cell.name.split("/")[1]
+        assert method in ("msda", "continuized")
+        assert problem == "logreg" or cell.name.startswith("lsq_rgg")
+        with pytest.raises(ConfigError, match=r"conjugate|time-varying"):
+            compile_plan(validate(cell.raw, cell.base_dir), base_dir=cell.base_dir)
 
 
-@pytest.mark.parametrize(
-    "problem,graph,method", CELLS, ids=[f"{p}-{g}-{m.key}" for p, g, m in CELLS]
-)
-def test_quick_cell_compiles_or_is_refused(problem: str, graph: str, method) -> None:
-    path = GRID_DIR / f"{problem}_{graph}.yaml"
-    overrides = [*method.overrides, *grid.stop_overrides(method, 120)]
-    config = load_experiment(path, overrides)
-    assert config.algorithm.name == method.overrides[0].split("=", 1)[1]
-    reason = refused(problem, graph, method.key)
-    if reason is None:
-        plan = compile_plan(config, base_dir=path.parent)
-        assert plan.topology.n == 16
-    else:
-        with pytest.raises(ConfigError, match=reason):
-            compile_plan(config, base_dir=path.parent)
+def test_cells_match_the_fedopt_run_overrides() -> None:
+    cells = {c.name: c for c in expand(load_sweep(GRID_DIR / "grid.sweep.yaml"))}
+    c = cells["lsq_path/adom_plus_mc"]
+    ref = load_experiment(
+        GRID_DIR / "lsq_path.yaml",
+        [
+            "algorithm.name=adom_plus",
+            "algorithm.multi_consensus=true",
+            "stop.rounds=600",
+            "stop.sim_time_s=null",
+        ],
+    )
+    assert validate(c.raw, c.base_dir) == ref
+
+
+def test_a_slice_runs_and_tables_reads_it(tmp_path: Path) -> None:
+    spec = load_sweep(GRID_DIR / "grid_quick.sweep.yaml")
+    out = tmp_path / "sw"
+    run_sweep(spec, out, jobs=1, progress=False, only=["lsq_cycle/msda", "lsq_cycle/adom_plus"])
+    assert tables.main([str(out)]) == 0
+    results = json.loads((out / "dadao_results.json").read_text())["results"]
+    cells = results["lsq_cycle"]["cells"]
+    # the README's cycle row: MSDA 304 / 1,520 / 0.22 MB (19 rounds)
+    assert cells["msda"]["reached"] and cells["msda"]["gradients"] == 304
+    assert cells["msda"]["communications"] == 1520 and cells["msda"]["time"] == 19
+    assert not cells["adom_plus"]["reached"] and cells["dadao"]["na"] == "n/a (not run yet)"
+    assert (out / "lsq_cycle" / "axes.png").is_file()
 
 
 def test_async_gossip_runs_on_the_time_varying_sequence(tmp_path: Path) -> None:

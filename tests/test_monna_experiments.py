@@ -1,21 +1,21 @@
-"""experiments/monna and experiments/faults: every cell compiles, and a tiny grid runs.
+"""experiments/monna and experiments/faults: every cell compiles, and tiny slices run.
 
-The MoNNA grid's cells (methods x attacks, alpha 1 and 5, and the attack-free D-SGD
-reference) must compile with the overrides ``run_grid.py`` applies; every YAML in
-``experiments/faults`` must compile; and a 2-round slice of the grid (D-SGD + MoNNA
-under ALIE) must run end to end and write its table and figures.
+The MoNNA grid (grid.sweep.yaml: methods x attacks at alpha 1 and 5, and the attack-free
+D-SGD reference) and the fault examples (faults/faults.sweep.yaml: one named cell per YAML)
+must validate and compile cell by cell; a 2-round slice of the MoNNA grid (D-SGD +
+MoNNA under ALIE) must run end to end, and tables.py must write its table and figures.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
-from fedopt.config import load_experiment
-from fedopt.engine.compile import compile_plan
+from fedopt.config import validate
+from fedopt.sweep import load_sweep, run_sweep
+from fedopt.sweep.expand import expand, prepare
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -29,53 +29,58 @@ def _load(path: Path, name: str):
     return module
 
 
-grid = _load(EXPERIMENTS / "monna" / "run_grid.py", "monna_run_grid")
-CELLS = [(grid.REFERENCE, None)] + [(m, a) for a in grid.ATTACKS for m in grid.METHODS]
+monna = _load(EXPERIMENTS / "monna" / "tables.py", "monna_tables")
 
 
-@pytest.mark.parametrize("method,attack", CELLS, ids=[f"{m.key}-{a}" for m, a in CELLS])
-def test_monna_cell_compiles(method, attack) -> None:
-    overrides = grid.cell_overrides(method, attack, 5.0, 2, 300, 4)
-    config = load_experiment(grid.BASE, overrides)
-    plan = compile_plan(config, base_dir=grid.HERE)
-    assert plan.topology.n == 26
-    assert config.problem.partition.alpha == 5.0
-    if attack is None:
-        assert config.byzantine is None and config.algorithm.name == "p2p_mean"
-    else:
-        assert config.byzantine.attack.name == attack and config.byzantine.count == 5
-    if method.key == "LEARN":
-        assert config.algorithm.max_minibatches == 4
+def test_monna_cells_compile() -> None:
+    spec = load_sweep(EXPERIMENTS / "monna" / "grid.sweep.yaml")
+    preps = prepare(spec, expand(spec))
+    assert len(preps) == 99  # (1 + 8 x 4) per (alpha, seed): alpha 1 x 2 seeds, alpha 5 x 1
+    by_name = {p.cell.name: p.config for p in preps}
+    ref = by_name["alpha=5/none/D-SGD/seed1"]
+    assert ref.byzantine is None and ref.algorithm.name == "p2p_mean"
+    assert ref.problem.partition.alpha == 5.0 and ref.stop.rounds == 150
+    cell = by_name["alpha=1/foe/LEARN/seed2"]
+    assert cell.algorithm.name == "learn" and cell.byzantine.attack.name == "foe"
+    assert cell.byzantine.count == 5 and cell.seed == 2 and cell.topology.n == 26
+    methods = {m.key for m in monna.METHODS} | {monna.REFERENCE.key}
+    assert {p.cell.name.split("/")[2] for p in preps} == methods
+    assert {p.cell.name.split("/")[1] for p in preps} == {"none", *monna.ATTACKS}
 
 
-@pytest.mark.parametrize(
-    "path", sorted((EXPERIMENTS / "faults").glob("*.yaml")), ids=lambda p: p.stem
-)
-def test_faults_yaml_compiles(path: Path) -> None:
-    config = load_experiment(path)
-    compile_plan(config, base_dir=path.parent)
-    assert config.engine.threads == 1
+def test_faults_cells_compile_and_pairs_name_cells() -> None:
+    spec = load_sweep(EXPERIMENTS / "faults" / "faults.sweep.yaml")
+    preps = prepare(spec, expand(spec))
+    stems = {
+        p.stem
+        for p in (EXPERIMENTS / "faults").glob("*.yaml")
+        if not p.name.endswith(".sweep.yaml")
+    }
+    assert {p.cell.name for p in preps} == stems
+    for p in preps:
+        file = EXPERIMENTS / "faults" / f"{p.cell.name}.yaml"
+        from fedopt.config import load_experiment
 
-
-def test_faults_pairs_name_existing_yamls() -> None:
-    faults = _load(EXPERIMENTS / "faults" / "run_faults.py", "faults_run")
-    stems = {p.stem for p in (EXPERIMENTS / "faults").glob("*.yaml")}
+        assert p.config == load_experiment(file)  # each cell is its file, as is
+        assert p.config.engine.threads == 1
+    faults = _load(EXPERIMENTS / "faults" / "tables.py", "faults_tables")
     for stem, twin, _, _ in faults.PAIRS:
         assert stem in stems and twin in stems
 
 
 def test_tiny_grid_runs(tmp_path: Path) -> None:
-    import torch
-
-    argv = ["--out", str(tmp_path), "--rounds", "2", "--alphas", "1", "--seeds", "1"]
-    argv += ["--attacks", "alie", "--methods", "MoNNA"]
-    threads = torch.get_num_threads()
-    try:
-        assert grid.main(argv) == 0  # sets torch threads to 1
-    finally:
-        torch.set_num_threads(threads)
-    table = (tmp_path / "table.md").read_text()
+    spec = load_sweep(EXPERIMENTS / "monna" / "grid.sweep.yaml")
+    spec = replace(spec, sets=(*spec.sets, ("stop.rounds", 2), ("eval.every", 1)))
+    out = tmp_path / "sw"
+    only = ["alpha=1/none/D-SGD/seed1", "alpha=1/alie/MoNNA/seed1"]
+    outcome = run_sweep(spec, out, jobs=1, progress=False, only=only)
+    assert outcome.counts == {"complete": 2}
+    assert monna.main([str(out)]) == 0
+    table = (out / "monna_table.md").read_text()
     assert "| MoNNA | — |" in table and "D-SGD (no attack)" in table
-    assert (tmp_path / "alpha1" / "alie" / "report.png").is_file()
-    assert (tmp_path / "heatmap.png").is_file()
-    assert (tmp_path / "alpha1" / "seed1" / "alie" / "MoNNA" / "summary.json").is_file()
+    assert (out / "alpha=1" / "alie" / "report.png").is_file()
+    assert (out / "heatmap.png").is_file()
+    cfg = validate(
+        __import__("yaml").safe_load((out / only[1] / "config.yaml").read_text()), out / only[1]
+    )
+    assert cfg.stop.rounds == 2 and cfg.algorithm.name == "monna"

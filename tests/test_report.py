@@ -79,3 +79,18 @@ def test_private_runs_get_loss_against_epsilon_spent() -> None:
     assert any(x == "per_sample_gradients_total" for _, x, _ in panels)
     assert not any(x == "gradients_total" for _, x, _ in panels)  # no gradients counted
     assert _x_value(rec, EPSILON_AXIS) == 1.25
+
+
+def test_zeroth_order_runs_get_loss_against_queries() -> None:
+    from fedopt.results.report import _panels, summary_table
+
+    rec = {"round": 5, "loss": 0.1, "loss_gap": 0.02, "gradients_total": 0, "queries_total": 420}
+    panels = _panels([Run(Path("r"), "r", [rec], {})])
+    assert ("loss", "queries_total", "function queries") in panels
+    assert ("loss_gap", "queries_total", "function queries") in panels
+    assert ("loss_gap", "round", "F(x) - F* (closed form)") in panels
+    assert not any(x == "gradients_total" for _, x, _ in panels)  # no gradients counted
+    without = _panels([Run(Path("r"), "r", [{"round": 5, "loss": 0.1}], {})])
+    assert not any(x == "queries_total" for _, x, _ in without)
+    table = summary_table([("r", {"algorithm": "fedzo", "queries_total": 420})])
+    assert table.splitlines()[0].split() == ["run", "algorithm", "queries_total"]

@@ -10,12 +10,14 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     dp_sgd,
     dsgd,
     fedavg,
+    fedzo,
     fzoos,
     geomed,
     learn,
     monna,
     msda,
     p2p_mean,
+    scaffold_zo,
     scc,
 )
 from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, WorkerContext

@@ -292,6 +292,11 @@ class Algorithm(ABC):
     roles: ClassVar[tuple[str, ...]] = ("gossip",)
     schedule: ClassVar[str] = "rounds"  # or "events" (Poisson clocks; see fedopt.events)
     supports_byzantine: ClassVar[bool] = False  # accepts the experiment's byzantine section
+    zeroth_order: ClassVar[bool] = False
+    """The algorithm calls no gradient of the oracle, only the counted queries of
+    capability ``noisy_queries`` (which it then also ``requires``). Only such algorithms
+    accept a black-box problem (:attr:`~fedopt.problems.base.Oracle.has_gradients`
+    False); the compiler refuses every other pairing with one."""
     state_tensors: ClassVar[int] = 4
     """Upper bound on the ``[k, dim]`` tensors a worker holds at once for its ``k`` nodes:
     the state plus one round's temporaries (the default covers a model, its mixed copy,
@@ -305,6 +310,12 @@ class Algorithm(ABC):
     :func:`fedopt.engine.driver.evaluate`."""
     metric_reductions: ClassVar[Mapping[str, str]] = {}
     """How each of :meth:`metrics` is reduced over nodes: mean (default), sum, max, min."""
+    moves_buffers: ClassVar[bool] = False
+    """Whether the algorithm moves the problem's per-node buffer rows (running BatchNorm
+    statistics, ``Problem.buffer_dim > 0``) with its models (:mod:`fedopt.algorithms.buffers`):
+    keeps them in its state, loads them into the oracle before local training, sends and
+    averages or mixes them with the models, and reports them (:meth:`output_buffers`).
+    The compiler refuses a problem with buffers for an algorithm that does not."""
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         self.config = config
@@ -325,6 +336,16 @@ class Algorithm(ABC):
         Evaluation uses their average ``x_bar``; consensus distance is the mean squared
         distance of these rows to ``x_bar``.
         """
+
+    def output_buffers(self, state: State) -> torch.Tensor | None:
+        """Buffer rows ``[m, buf_dim]`` of the models :meth:`output` reports, in the same
+        order (algorithms with :attr:`moves_buffers`; default None: no buffers).
+
+        The worker reports each model as its packed row ``[x_i, b_i]``, so evaluation
+        runs every model on its own running statistics and the average model on the
+        average statistics.
+        """
+        return None
 
     def metrics(self, state: State) -> Mapping[str, torch.Tensor]:
         """Extra record figures: ``name -> [k]`` float values, one per hosted node.

@@ -13,6 +13,13 @@ followed by ``tau - 1`` further local steps. ``local_steps = 0`` is pure gossip
 averaging (used by the ring-gossip benchmark). Every round each node sends its model
 to each neighbour ``i`` with ``W_ij != 0``: ``nnz(W) - n`` messages of ``dim``
 floats plus the header.
+
+Running BatchNorm statistics (a problem with per-node buffers ``b_i [buf_dim]``; see
+:mod:`fedopt.algorithms.buffers`): the local steps move each node's statistics, and the
+gossip step mixes them with the parameters, ``[x_i, b_i] <- sum_j W_ij [x_j, b_j]`` (one
+message of ``dim + buf_dim`` floats: fields ``model`` and ``buffers``). With
+``bn_reset`` they do not travel: at the end of every round each node recomputes the
+statistics of its model on its own samples (the BN reset, charged as ``forwards``).
 """
 
 from __future__ import annotations
@@ -22,7 +29,22 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from fedopt.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, Constant, State
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    Constant,
+    State,
+    WorkerContext,
+)
+from fedopt.algorithms.buffers import (
+    buffer_dim,
+    charge_reset,
+    initial_buffers,
+    model_payload,
+    pack,
+)
+from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
 
 
@@ -36,6 +58,11 @@ class DSGDConfig(AlgorithmConfig):
     )
     variant: Literal["atc", "cta"] = Field("atc", description="adapt-then-combine or the reverse")
     lr_decay: float = Field(0.0, ge=0, description="lr_t = lr / (1 + lr_decay * t)")
+    bn_reset: bool = Field(
+        False,
+        description="recompute every node's BatchNorm running statistics on its own data "
+        "at the end of every round instead of mixing them (problem.batchnorm: running)",
+    )
 
 
 @ALGORITHMS.register("dsgd")
@@ -45,12 +72,30 @@ class DSGD(Algorithm):
     Config = DSGDConfig
     requires = frozenset({"connected", "doubly_stochastic"})
     roles = ("gossip", "client")
+    moves_buffers = True
     state_tensors = 3  # x, its mixed copy, a gradient (CTA)
+
+    def __init__(self, config: DSGDConfig, ctx: WorkerContext) -> None:
+        super().__init__(config, ctx)
+        self.buf_dim = buffer_dim(ctx.oracle)
+        self.travel = bool(self.buf_dim) and not config.bn_reset
+
+    @classmethod
+    def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
+        if config.bn_reset and not getattr(plan, "buf_dim", 0):  # type: ignore[attr-defined]
+            raise ConfigError(
+                "algorithm.bn_reset: true recomputes BatchNorm running statistics, but "
+                f"problem {plan.config.problem.name!r} keeps none; set "  # type: ignore[attr-defined]
+                "problem.batchnorm: running (with a BatchNorm model), or bn_reset: false"
+            )
 
     def init_state(self) -> State:
         ctx = self.ctx
         x = ctx.oracle.init_params(ctx.data_rows)
-        return {"x": x.to(device=ctx.device, dtype=ctx.dtype).contiguous()}
+        state = {"x": x.to(device=ctx.device, dtype=ctx.dtype).contiguous()}
+        if self.buf_dim:
+            state["buf"] = initial_buffers(ctx.oracle, len(x), ctx.dtype, ctx.device)
+        return state
 
     def _local_steps(self, x: torch.Tensor, t: int, first: int, steps: int, lr: float) -> None:
         ctx, cfg = self.ctx, self.config
@@ -65,6 +110,9 @@ class DSGD(Algorithm):
         cfg, ctx = self.config, self.ctx
         lr = cfg.lr / (1.0 + cfg.lr_decay * t)
         x = state["x"]
+        if self.buf_dim:
+            self._round_with_buffers(state, t, lr)
+            return
         if cfg.variant == "atc" or cfg.local_steps == 0:
             if cfg.local_steps:
                 self._local_steps(x, t, 0, cfg.local_steps, lr)
@@ -77,8 +125,45 @@ class DSGD(Algorithm):
             self._local_steps(x, t, 1, cfg.local_steps - 1, lr)
         state["x"] = x
 
+    def _mix(self, x: torch.Tensor, b: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gossip step on the packed rows ``[x_i, b_i]`` (or on ``x`` with bn_reset)."""
+        if not self.travel:
+            return self.ctx.comm.mix(x, t), b
+        d = x.shape[1]
+        payload = model_payload(d, self.buf_dim, x.dtype)
+        mixed = self.ctx.comm.mix(pack(x, b), t, payload=payload)
+        return mixed[:, :d].contiguous(), mixed[:, d:].contiguous()
+
+    def _round_with_buffers(self, state: State, t: int, lr: float) -> None:
+        """The round with per-node running statistics (same steps, buffers alongside)."""
+        cfg, ctx = self.config, self.ctx
+        oracle, rows = ctx.oracle, ctx.data_rows
+        x = state["x"]
+        oracle.set_buffers(rows, state["buf"])  # type: ignore[attr-defined]
+        if cfg.variant == "atc" or cfg.local_steps == 0:
+            if cfg.local_steps:
+                self._local_steps(x, t, 0, cfg.local_steps, lr)
+            x, b = self._mix(x, oracle.get_buffers(rows), t)  # type: ignore[attr-defined]
+        else:
+            g = oracle.grad(x, rows, t * cfg.local_steps)
+            ctx.comm.compute(torch.arange(len(rows)), 1, t)
+            x, b = self._mix(x, oracle.get_buffers(rows), t)  # type: ignore[attr-defined]
+            x.sub_(g, alpha=lr)
+            if cfg.local_steps > 1:
+                oracle.set_buffers(rows, b)  # type: ignore[attr-defined]
+                self._local_steps(x, t, 1, cfg.local_steps - 1, lr)
+                b = oracle.get_buffers(rows)  # type: ignore[attr-defined]
+        if cfg.bn_reset:  # the round's models get statistics of their own
+            b, passes = oracle.reset_buffers(x, rows)  # type: ignore[attr-defined]
+            charge_reset(ctx.comm, torch.arange(len(rows)), passes, t)
+        state["x"], state["buf"] = x, b.to(ctx.dtype)
+
     def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ctx.hosted, state["x"]
+
+    def output_buffers(self, state: State) -> torch.Tensor | None:
+        """Every hosted node's running statistics ``[k, buf_dim]`` (None without)."""
+        return state.get("buf")
 
     def derived_constants(self) -> dict[str, Constant]:
         """The step-size schedule ``lr_t``."""

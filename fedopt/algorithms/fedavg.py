@@ -30,6 +30,18 @@ the sampled ones send what their attack makes of the honest updates of the round
 
 Clients are trained in cache-sized chunks; the aggregate is summed in the canonical
 order of :mod:`fedopt.engine.reduce`, so results do not depend on placement.
+
+Running BatchNorm statistics (a problem with per-node buffers, ``buf_dim > 0``; see
+:mod:`fedopt.algorithms.buffers`): the server keeps its buffer row ``b`` next to ``w``;
+step 2 sends ``(w, b)``, each client trains from them (its running statistics move
+with every local step), step 4 sends ``(w_k, b_k)`` and the server applies the same
+rule to both, ``b <- b + server_lr * (sum_k n_k b_k / sum_k n_k - b)`` (the mean of
+the running means, the mean of the running variances). With ``bn_reset`` the
+statistics do not travel with the models; after the aggregation the server sends
+the new ``w`` to the sampled clients (kind ``bn_reset``), each recomputes the
+statistics of ``w`` on its own samples (the BN reset, charged as ``forwards``) and
+sends them back (kind ``bn_stats``), and ``b`` becomes their weighted mean.
+Robust rules and Byzantine clients do not take buffers (refused).
 """
 
 from __future__ import annotations
@@ -47,6 +59,13 @@ from fedopt.algorithms.base import (
     Constant,
     State,
     WorkerContext,
+)
+from fedopt.algorithms.buffers import (
+    buffer_dim,
+    charge_reset,
+    initial_buffers,
+    model_payload,
+    pack,
 )
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
@@ -74,6 +93,12 @@ class FedAvgConfig(AlgorithmConfig):
         le=COUNT_MAX,
         description="faults the rule tolerates (default: Byzantine clients)",
     )
+    bn_reset: bool = Field(
+        False,
+        description="recompute the global model's BatchNorm running statistics on the "
+        "sampled clients' data after every aggregation instead of averaging them "
+        "(problem.batchnorm: running)",
+    )
 
 
 def sample_clients(seed: int, clients: torch.Tensor, fraction: float, t: int) -> torch.Tensor:
@@ -94,6 +119,7 @@ class FedAvg(Algorithm):
     requires = frozenset({"star"})
     roles = ("server", "client")
     supports_byzantine = True
+    moves_buffers = True
     state_tensors = 4  # the clients' models, their updates, the gathered and attacked ones
 
     @staticmethod
@@ -114,6 +140,20 @@ class FedAvg(Algorithm):
             )
         f = config.f if config.f is not None else f_actual
         rule = make_aggregator(config.aggregator, f=f, **config.aggregator_params)
+        buf_dim = getattr(plan, "buf_dim", 0)
+        if config.bn_reset and not buf_dim:
+            raise ConfigError(
+                "algorithm.bn_reset: true recomputes BatchNorm running statistics, but "
+                f"problem {plan.config.problem.name!r} keeps none; set "  # type: ignore[attr-defined]
+                "problem.batchnorm: running (with a BatchNorm model), or bn_reset: false"
+            )
+        if buf_dim and not (rule.summable and f_actual == 0):
+            raise ConfigError(
+                f"algorithm.aggregator: fedavg averages the clients' BatchNorm running "
+                f"statistics with the mean only, but the server applies {config.aggregator!r}"
+                f"{' against Byzantine clients' if f_actual else ''}; use aggregator: mean "
+                "without a byzantine section, or problem.batchnorm: batch_stats"
+            )
         if rule.summable and f_actual == 0:
             return  # summed on the way: any number of updates will do
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
@@ -146,6 +186,9 @@ class FedAvg(Algorithm):
         self.client_local = ctx.hosted_with_role("client")
         self.client_ids = ctx.clients
         self._buf: torch.Tensor | None = None
+        self.buf_dim = buffer_dim(ctx.oracle)
+        # the statistics ride with the models unless they are recomputed (bn_reset)
+        self.travel = bool(self.buf_dim) and not config.bn_reset
 
     def derived_constants(self) -> dict[str, Constant]:
         """Clients sampled per round; the server's rule, its f and parameters."""
@@ -164,14 +207,26 @@ class FedAvg(Algorithm):
         if self.server is None or ctx.initial_params is None:
             return {}
         w = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype)
-        return {"w": w.reshape(1, -1).clone()}
+        state = {"w": w.reshape(1, -1).clone()}
+        if self.buf_dim:
+            state["w_buf"] = initial_buffers(ctx.oracle, 1, ctx.dtype, ctx.device)
+        return state
 
     def round(self, state: State, t: int) -> None:
         cfg, ctx = self.config, self.ctx
         sampled = sample_clients(ctx.seed, self.client_ids, cfg.client_fraction, t)
         mine = torch.nonzero(torch.isin(ctx.hosted, sampled)).squeeze(1)  # hosted sampled
-        w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
-        w = w.reshape(-1)
+        bd = self.buf_dim
+        if self.travel:  # the model and its running statistics, one message
+            wb = pack(state["w"], state["w_buf"]) if "w" in state else None
+            d = ctx.oracle.dim
+            wb = ctx.comm.broadcast(
+                wb, self.server_id, ctx.hosted[mine], "model", model_payload(d, bd, ctx.dtype)
+            ).reshape(-1)
+            w, w_buf = wb[:d], wb[d:]
+        else:
+            w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "model")
+            w = w.reshape(-1)
         d = w.numel()
         if not self.summed:
             self._gathered_round(state, t, w, sampled, mine)
@@ -184,12 +239,15 @@ class FedAvg(Algorithm):
             weights = torch.ones(len(rows), dtype=ctx.dtype)
         if self._buf is None or self._buf.shape != (len(rows), d):
             self._buf = torch.empty((len(rows), d), dtype=ctx.dtype, device=ctx.device)
+        if self.travel:  # clients start from the server's statistics
+            ctx.oracle.set_buffers(rows, w_buf.expand(len(rows), bd))  # type: ignore[attr-defined]
         models = self._train(w, rows, t, self._buf)
         ctx.comm.compute(mine, cfg.local_steps, t)
         # a client's message carries its model and, with sample weighting, its count
-        fields = {"model": (d, models.dtype)}
-        if by_samples:
-            fields["count"] = (1, weights.dtype)
+        count = weights.dtype if by_samples else None
+        payload = model_payload(d, bd if self.travel else 0, models.dtype, count)
+        if self.travel:  # ... and its running statistics
+            models = pack(models, ctx.oracle.get_buffers(rows))  # type: ignore[attr-defined]
         sums = ctx.comm.gather_sum(
             models,
             weights,
@@ -197,13 +255,51 @@ class FedAvg(Algorithm):
             sampled,
             self.server_id,
             "update",
-            Payload.fields(fields),
+            payload,
         )
         if self.server is not None and sums is not None:
             weighted, total_weight = sums
             if float(total_weight) > 0:  # under faults, every update may be lost
                 g = state["w"][0]
-                g.add_(weighted / total_weight - g, alpha=cfg.server_lr)
+                g.add_(weighted[:d] / total_weight - g, alpha=cfg.server_lr)
+                if self.travel:  # the same step on the statistics
+                    gb = state["w_buf"][0]
+                    gb.add_(weighted[d:] / total_weight - gb, alpha=cfg.server_lr)
+        if cfg.bn_reset:
+            self._reset_round(state, t, sampled, mine, rows, weights)
+
+    def _reset_round(
+        self,
+        state: State,
+        t: int,
+        sampled: torch.Tensor,
+        mine: torch.Tensor,
+        rows: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> None:
+        """BN reset of the aggregated model: the sampled clients recompute its statistics
+        on their own samples; the server takes their weighted mean."""
+        ctx = self.ctx
+        w = ctx.comm.broadcast(state.get("w"), self.server_id, ctx.hosted[mine], "bn_reset")
+        w = w.reshape(1, -1).expand(len(rows), -1).contiguous()
+        stats, passes = ctx.oracle.reset_buffers(w, rows)  # type: ignore[attr-defined]
+        charge_reset(ctx.comm, mine, passes, t)
+        fields = {"buffers": (self.buf_dim, stats.dtype)}
+        if self.config.weighting == "samples":
+            fields["count"] = (1, weights.dtype)
+        sums = ctx.comm.gather_sum(
+            stats.to(ctx.dtype),
+            weights,
+            ctx.hosted[mine],
+            sampled,
+            self.server_id,
+            "bn_stats",
+            Payload.fields(fields),
+        )
+        if self.server is not None and sums is not None:
+            weighted, total_weight = sums
+            if float(total_weight) > 0:
+                state["w_buf"][0] = weighted / total_weight
 
     def _train(
         self, w: torch.Tensor, rows: torch.Tensor, t: int, out: torch.Tensor | None = None
@@ -256,6 +352,14 @@ class FedAvg(Algorithm):
         if self.server is None:
             return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
         return torch.tensor([self.server]), state["w"]
+
+    def output_buffers(self, state: State) -> torch.Tensor | None:
+        """The server's running statistics ``[1, buf_dim]`` (``[0, buf_dim]`` elsewhere)."""
+        if not self.buf_dim:
+            return None
+        if self.server is None:
+            return torch.empty(0, self.buf_dim, dtype=self.ctx.dtype)
+        return state["w_buf"]
 
     @classmethod
     def output_rows(cls, config: AlgorithmConfig, n: int) -> int:

@@ -8,6 +8,31 @@ from typing import Any
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Dispatch ``fedopt bench WORKLOAD`` and return its JSON record."""
+    if args.workload == "sweep":
+        from fedopt.bench.sweep import bench_sweep
+
+        return bench_sweep(
+            cells=args.cells,
+            jobs=args.jobs,
+            rounds=args.rounds or 1000,
+            nodes=args.nodes or 32,
+            dim=args.dim or 2000,
+        )
+    if args.workload == "fzoos":
+        from fedopt.bench.fzoos import bench_fzoos
+
+        return bench_fzoos(
+            clients=args.clients or 5,
+            dim=args.dim or 300,
+            history=args.history,
+            features=args.features,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+        )
+    defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000, "clients": 1000}
+    args = argparse.Namespace(
+        **{**vars(args), **{k: v for k, v in defaults.items() if getattr(args, k) is None}}
+    )
     engine: dict[str, Any] = {"kind": args.engine}
     if args.engine == "ray":
         engine.update({k: v for k, v in (("actors", args.actors), ("address", args.address)) if v})
@@ -16,7 +41,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
         return bench_dadao(
             args.nodes,
-            args.dim if args.dim is not None else 100_000,
+            args.dim,
             args.events,
             args.graph,
             args.threads or 1,
@@ -34,22 +59,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         from fedopt.bench.diff2 import bench_diff2
 
         return bench_diff2(threads=args.threads or 1, rounds=max(args.rounds, 10))
-    if args.workload == "fzoos":
-        from fedopt.bench.fzoos import bench_fzoos
-
-        return bench_fzoos(
-            clients=args.clients if args.clients is not None else 5,
-            dim=args.dim if args.dim is not None else 300,
-            history=args.history,
-            features=args.features,
-            repeats=args.repeats,
-            threads=args.threads or 1,
-        )
     if args.workload == "fedavg-logreg":
         from fedopt.bench.fedavg_logreg import bench_fedavg_logreg
 
         return bench_fedavg_logreg(
-            clients=args.clients if args.clients is not None else 1000,
+            clients=args.clients,
             rounds=args.rounds,
             threads=args.threads,
             chunk=args.chunk,
@@ -61,7 +75,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
     return bench_gossip_ring(
         nodes=args.nodes,
-        dim=args.dim if args.dim is not None else 100_000,
+        dim=args.dim,
         rounds=args.rounds,
         threads=args.threads,
         meter=not args.no_meter,

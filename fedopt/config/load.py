@@ -252,31 +252,87 @@ def apply_overrides(
             if "appears twice" in str(exc):
                 raise
             value = raw  # not YAML (e.g. 'a: b: c'): take the text as it is
-        node = out
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                where = ".".join(parts[: i + 1])
-                raise ConfigError(
-                    f"--set {item!r}: {where} is a value, not a section (it is {nxt!r}); "
-                    f"set {where}=... itself, or --unset {where} first"
-                )
-            node = nxt
-        leaf = parts[-1]
-        if len(parts) == 2 and parts[0] in _SECTION_REGISTRIES and leaf == "name":
-            old = node.get("name")
-            if old is not None and value != old:
-                fields = _section_fields(parts[0], value, out, base_dir)
-                if fields is not None:
-                    for k in [k for k in node if k not in fields]:
-                        note(
-                            f"--set {item!r}: dropped {parts[0]}.{k}={node[k]!r} "
-                            f"({value!r} has no such field)"
-                        )
-                        del node[k]
-        node[leaf] = value
+        _assign(out, parts, value, f"--set {item!r}", base_dir, note)
+    return out
+
+
+def _assign(
+    out: dict[str, Any],
+    parts: list[str],
+    value: Any,
+    source: str,
+    base_dir: Path | None,
+    note: Callable[[str], None],
+) -> None:
+    """Set ``out[parts[0]]...[parts[-1]] = value`` in place (sections created as needed).
+
+    Switching ``algorithm.name`` or ``problem.name`` drops the section's keys that the
+    new entry does not take, each reported through ``note`` (prefixed by ``source``).
+    """
+    node: Any = out
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(
+                f"{source}: {where} is a value, not a section (it is {nxt!r}); "
+                f"set {where}=... itself, or --unset {where} first"
+            )
+        node = nxt
+    leaf = parts[-1]
+    if len(parts) == 2 and parts[0] in _SECTION_REGISTRIES and leaf == "name":
+        old = node.get("name")
+        if old is not None and value != old:
+            fields = _section_fields(parts[0], value, out, base_dir)
+            if fields is not None:
+                for k in [k for k in node if k not in fields]:
+                    note(
+                        f"{source}: dropped {parts[0]}.{k}={node[k]!r} "
+                        f"({value!r} has no such field)"
+                    )
+                    del node[k]
+    node[leaf] = copy.deepcopy(value)
+
+
+def apply_values(
+    data: dict[str, Any],
+    values: list[tuple[str, Any]],
+    *,
+    source: str,
+    base_dir: Path | None = None,
+    note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Set dotted keys to already-parsed values, in order, on a copy of ``data``.
+
+    The programmatic twin of ``--set`` (see :func:`apply_overrides`): the same section
+    creation, the same refusal of a path through a value, and the same dropping of keys
+    when ``algorithm.name`` or ``problem.name`` changes.
+
+    Parameters
+    ----------
+    data
+        The experiment dict (not modified).
+    values
+        ``(dotted key, value)`` pairs.
+    source
+        What sets them, for messages (``"sweep cell 'lr=0.1'"``).
+    base_dir
+        The experiment file's folder (to find plug-ins when a name switch needs them).
+    note
+        Receives one line per dropped key (default: printed to stderr as ``note: ...``).
+
+    Raises
+    ------
+    ConfigError
+        For a key that is not dotted, or a path through a value.
+    """
+    note = note or _note_to_stderr
+    out = copy.deepcopy(data)
+    for key, value in values:
+        parts = _split_key(f"{key}", key, source)
+        _assign(out, parts, value, f"{source}: {key}", base_dir, note)
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,8 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
     require(
         capabilities, f"algorithm {algo_name!r}", config.problem.name, problem_cls, config.problem
     )
+    check_gradients(config, algo)
+    buf_dim = check_buffers(config, algo, problem_cls)
     check_run_memory(config, base_dir)  # before anything is built: the config's bound
     budget_gb = config.engine.memory_budget_gb
     topo = build_topology(
@@ -116,9 +119,64 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
         data_nodes=data_nodes,
         server_id=int(servers[0]) if len(servers) else None,
         base_dir=base_dir,
+        buf_dim=buf_dim,
     )
     algo.check_plan(config.algorithm, plan)
     return compile_facts(plan, algo)
+
+
+def zeroth_order_algorithms() -> list[str]:
+    """Sorted names of the registered algorithms that only query (no gradients)."""
+    return sorted(n for n, a in ALGORITHMS.items() if a.zeroth_order)
+
+
+def check_gradients(config: ExperimentConfig, algo: type[Algorithm]) -> None:
+    """Refuse gradients asked of a black-box problem (one without gradients).
+
+    A black box (:meth:`~fedopt.problems.base.Problem.has_gradients` False) accepts only
+    :attr:`~fedopt.algorithms.base.Algorithm.zeroth_order` algorithms, and no
+    ``eval.grad_norm`` (the norm of a gradient nobody can compute). The reverse pairing,
+    a zeroth-order algorithm on a problem without ``noisy_queries``, is the capability
+    check's (the algorithm ``requires`` it).
+    """
+    name, problem = config.algorithm.name, config.problem.name
+    if PROBLEMS.get(problem).has_gradients(config.problem):
+        return
+    if not algo.zeroth_order:
+        offer = ", ".join(zeroth_order_algorithms()) or "none registered"
+        raise ConfigError(
+            f"algorithm.name: algorithm {name!r} uses gradients, but problem {problem!r} is a "
+            f"black box (capability 'noisy_queries' only, no gradients); zeroth-order "
+            f"algorithms: {offer}. Fix: set algorithm.name to one of them, or pick a problem "
+            "with gradients"
+        )
+    if config.eval.grad_norm:
+        raise ConfigError(
+            f"eval.grad_norm: true needs gradients, but problem {problem!r} is a black box "
+            "(no gradients); set eval.grad_norm: false"
+        )
+
+
+def check_buffers(config: ExperimentConfig, algo: type[Algorithm], problem_cls: Any) -> int:
+    """The problem's per-node buffer width, refused for an algorithm that cannot move it.
+
+    Running BatchNorm statistics are per-node state that must travel, average and
+    checkpoint with the parameters; an algorithm without ``moves_buffers`` would leave
+    them behind silently, so it is refused here (a :class:`ConfigError` naming the
+    algorithm, the problem and the fix).
+    """
+    buf_dim = int(problem_cls.buffer_dim(config.problem))
+    if buf_dim and not algo.moves_buffers:
+        movers = sorted(n for n in ALGORITHMS if ALGORITHMS.get(n).moves_buffers)
+        raise ConfigError(
+            f"algorithm.name: algorithm {config.algorithm.name!r} does not move model buffers, "
+            f"but problem {config.problem.name!r} keeps BatchNorm running statistics per node "
+            f"(problem.batchnorm: running, {buf_dim} floats per node) that must travel, "
+            "average and checkpoint with the parameters. Fix: set problem.batchnorm: "
+            "batch_stats (every batch normalised with its own statistics), or use an "
+            f"algorithm that moves them: {', '.join(movers) or 'none registered'}"
+        )
+    return buf_dim
 
 
 def check_event_schedule(config: ExperimentConfig) -> None:

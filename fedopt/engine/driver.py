@@ -182,6 +182,7 @@ def evaluate(
     x_star: torch.Tensor | None,
     block: int,
     mode: str = "average_model",
+    buf_dim: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor, torch.Tensor]:
     """Metrics of the reported models; ``mode`` is the algorithm's ``evaluation``.
 
@@ -192,12 +193,19 @@ def evaluate(
     kept as ``avg_model_loss``, ``avg_model_accuracy``, ``avg_model_test_*``. Either
     way ``consensus_distance = mean_i ||x_i - x_bar||^2``, and when the optimum is known
     ``distance_to_opt = ||x_bar - x*||`` and ``mean_sq_distance = mean_i ||x_i - x*||^2``.
+
+    With per-node buffers (``buf_dim > 0``) the reported rows are packed ``[x_i, b_i]``:
+    ``x_bar`` carries the mean buffers ``b_bar`` (the average model is evaluated on the
+    average running statistics), and the distances count the parameters only.
     """
     ids, params = _gather_outputs(group)
     p64 = params.to(torch.float64)
     xbar = canonical_sum(p64, None, block) / len(ids)
     at_avg = figures_at(group, xbar)
-    dev = ((p64 - xbar) ** 2).sum(1)
+    x, xb = p64, xbar
+    if buf_dim:
+        x, xb = p64[:, :-buf_dim], xbar[:-buf_dim]
+    dev = ((x - xb) ** 2).sum(1)
     figures = node_mean_figures(group, params) if mode == "node_models" else at_avg
     metrics: dict[str, float] = {
         "loss": figures["loss"],
@@ -205,8 +213,8 @@ def evaluate(
     }
     metrics.update({k: v for k, v in figures.items() if k != "loss"})
     if x_star is not None:
-        metrics["distance_to_opt"] = float(torch.linalg.vector_norm(xbar - x_star))
-        metrics["mean_sq_distance"] = float(((p64 - x_star) ** 2).sum(1).mean())
+        metrics["distance_to_opt"] = float(torch.linalg.vector_norm(xb - x_star))
+        metrics["mean_sq_distance"] = float(((x - x_star) ** 2).sum(1).mean())
     if mode == "node_models":
         metrics.update({f"avg_model_{k}": v for k, v in at_avg.items()})
     return metrics, xbar, ids, params
@@ -246,7 +254,7 @@ def run_schedule(
     reductions = dict(algo.metric_reductions)
 
     def record(t: int) -> dict[str, float]:
-        metrics, xbar, ids, params = evaluate(group, x_star, block, mode)
+        metrics, xbar, ids, params = evaluate(group, x_star, block, mode, plan.buf_dim)
         last_eval[:] = [(xbar, ids, params)]
         accounts[:] = [merge_accounts(group.accounts(), reductions, block)]
         rec = make_record(

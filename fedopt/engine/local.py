@@ -14,13 +14,22 @@ from fedopt.engine.plan import Plan
 from fedopt.engine.worker import Worker
 from fedopt.errors import ConfigError
 
+CORES_ENV = "FEDOPT_CORES"
+"""Environment variable capping the cores a run uses when ``engine.threads`` is not set
+(a sweep sets it to each cell's share of the machine: cores / jobs, or a Ray task's CPUs)."""
+
 
 def usable_cores() -> int:
-    """Cores this process may run on (respects affinity masks and cgroup-style pinning)."""
+    """Cores this process may run on (respects affinity masks and cgroup-style pinning),
+    at most ``$FEDOPT_CORES`` when that is set to a positive integer."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    cap = os.environ.get(CORES_ENV, "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        cores = min(cores, int(cap))
+    return cores
 
 
 def resolve_device(kind: str) -> torch.device:

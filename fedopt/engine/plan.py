@@ -38,6 +38,10 @@ class Plan:
         compiler from every node's data, so workers read them instead of rebuilding
         other workers' oracles: the worst-case ``mu`` and ``L`` over all data nodes,
         graph constants, ... Plain picklable values.
+    buf_dim
+        Width of the per-node buffer rows that travel with the parameters
+        (``Problem.buffer_dim``: running BatchNorm statistics), 0 without. The reported
+        models are then packed rows ``[dim + buf_dim]``: parameters, then buffers.
     """
 
     config: ExperimentConfig
@@ -47,6 +51,7 @@ class Plan:
     base_dir: Path | None = None
     plugin_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    buf_dim: int = 0
 
     @property
     def clients(self) -> np.ndarray:

@@ -189,21 +189,47 @@ class Worker:
             self.comm.barrier(time)
 
     def outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(node ids, params)`` of the models this worker reports."""
-        return self.algorithm.output(self.state)
+        """``(node ids, params)`` of the models this worker reports.
+
+        With per-node buffers (``plan.buf_dim > 0``) every model is its packed row
+        ``[params, buffers]`` (:meth:`Algorithm.output_buffers`), so averages and
+        checkpoints of the reported models carry the running statistics.
+        """
+        ids, params = self.algorithm.output(self.state)
+        bd = self.plan.buf_dim
+        if not bd:
+            return ids, params
+        bufs = self.algorithm.output_buffers(self.state)
+        if bufs is None or bufs.shape != (len(ids), bd):
+            got = None if bufs is None else tuple(bufs.shape)
+            raise ValueError(
+                f"{self.plan.config.algorithm.name}.output_buffers: expected ({len(ids)}, "
+                f"{bd}) buffer rows for the reported models, got {got}"
+            )
+        if not len(ids):
+            return ids, params.new_zeros(0, 0)
+        return ids, torch.cat([params, bufs.to(params.dtype)], dim=1)
 
     def evaluate(self, xbar: torch.Tensor, with_test: bool) -> EvalPartial:
-        """Per-node objective values at ``xbar`` and accuracy counts for hosted data nodes."""
+        """Per-node objective values at ``xbar`` and accuracy counts for hosted data nodes.
+
+        With per-node buffers ``xbar`` is a packed row ``[params, buffers]``: the model is
+        evaluated on those running statistics (eval mode).
+        """
         o = self.oracle
         k = len(o.data_ranks)
         rows = torch.arange(k)
         x = xbar.to(self.oracle_dtype())
-        values = o.value(x.unsqueeze(0).expand(k, -1), rows) if k else torch.zeros(0)
+        bd = self.plan.buf_dim
+        with_b: dict[str, torch.Tensor] = {}
+        if bd:
+            x, with_b["buffers"] = x[:-bd], x[-bd:]
+        values = o.value(x.unsqueeze(0).expand(k, -1), rows, **with_b) if k else torch.zeros(0)
         correct = count = 0.0
         if o.provides(Capability.LABELS) and k:
-            sums = o.evaluate(x)
+            sums = o.evaluate(x, **with_b)
             correct, count = sums.get("correct", 0.0), sums.get("count", 0.0)
-        test = o.evaluate_test(x) if with_test else {}
+        test = o.evaluate_test(x, **with_b) if with_test else {}
         grads = None
         if self.plan.config.eval.grad_norm:
             full = o.full_grad(x.unsqueeze(0).expand(k, -1), rows) if k else torch.zeros(0)

@@ -56,7 +56,7 @@ deliberately broken mechanism, to check that the audit can see a violation.
 
 Cost. Each world is validated and compiled once; a trial only swaps ``noise_seed`` in
 the plan's config (``model_copy``, about 10 us, against 4.5 ms to validate and compile
-again) and builds a fresh worker. DP-GD on ``experiments/dp_gd_audit.yaml`` (P = 2 x 20
+again) and builds a fresh worker. DP-GD on ``experiments/diff2/dp_gd_audit.yaml`` (P = 2 x 20
 samples, dim 3, R = 3) takes about 7 ms per trial on a 2-core machine.
 """
 

@@ -117,6 +117,12 @@ class Oracle(ABC):
     capabilities
         What the oracle provides beyond the core (:class:`Capability`), each with its
         protocol's methods; a class declaring one without them cannot be defined.
+    has_gradients
+        Whether the core gradients (:meth:`grad`, :meth:`full_grad`, :meth:`sgd_step_`)
+        exist. False for black-box problems (:mod:`fedopt.problems.blackbox`), whose
+        ``f_i`` can only be queried (capability ``noisy_queries``): their gradient
+        methods raise ``TypeError``, and the compiler refuses them to every algorithm
+        that is not :attr:`~fedopt.algorithms.base.Algorithm.zeroth_order`.
     """
 
     dim: int
@@ -125,6 +131,7 @@ class Oracle(ABC):
     weights: torch.Tensor
     num_samples: torch.Tensor
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    has_gradients: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -207,6 +214,12 @@ class Problem:
         return cls.oracle_class.capabilities
 
     @classmethod
+    def has_gradients(cls, config: ProblemConfig | None = None) -> bool:
+        """Whether the oracle built from ``config`` has gradients (default: its class's
+        :attr:`Oracle.has_gradients`); False for query-only black boxes."""
+        return cls.oracle_class.has_gradients
+
+    @classmethod
     def build(
         cls,
         config: ProblemConfig,
@@ -231,6 +244,16 @@ class Problem:
         """
         dim = getattr(config, "dim", None)
         return int(dim) if isinstance(dim, int) else None
+
+    @classmethod
+    def buffer_dim(cls, config: ProblemConfig) -> int:
+        """Width of the per-node buffer rows that travel with the parameters (0: none).
+
+        Non-zero for a model that keeps running statistics (``digits_model`` with
+        ``batchnorm: running``; capability ``model``): algorithms must then move the rows
+        with the models (``Algorithm.moves_buffers``), which the compiler checks.
+        """
+        return 0
 
     @classmethod
     def param_itemsize(cls, config: ProblemConfig) -> int:

@@ -22,8 +22,10 @@ the test suite checks every registered problem both ways (declared == implemente
 ``per_sample_gradients``  :class:`PerSampleGradients`: ``per_sample_grad``,
                           ``clipped_mean_grad``, ``clipped_grad_sum``, ``max_samples``
                           (differential privacy)
-``model``                 :class:`ModelOracle`: ``layout``, ``buffers``,
-                          ``evaluate_nodes`` (neural models; :mod:`fedopt.models`)
+``model``                 :class:`ModelOracle`: ``layout``, ``buf_dim``, ``buffers``,
+                          ``get_buffers``, ``set_buffers``, ``reset_buffers``,
+                          ``evaluate_nodes``, ``activations`` (neural models;
+                          :mod:`fedopt.models`)
 ========================  ===========================================================
 """
 
@@ -153,19 +155,60 @@ class PerSampleGradients(Protocol):
 
 @runtime_checkable
 class ModelOracle(Protocol):
-    """A neural model: parameter layout, non-trained buffers and per-node evaluation.
+    """A neural model of :mod:`fedopt.models`: layout, per-node buffers, per-node evaluation,
+    activations.
 
-    Minimal on purpose: :mod:`fedopt.models` defines what the three members hold.
+    Buffers are the non-trained per-node state that travels with the parameters
+    (BatchNorm running means and variances, ``problem.batchnorm: running``): the oracle
+    keeps one flat row ``[buf_dim]`` per hosted node (``layout.buffers`` order), which its
+    training calls (``grad``, ``sgd_step_``) update in place as a train-mode forward pass
+    of ``torch.nn.BatchNorm`` does, and which its evaluation reads (eval mode). Algorithms
+    that move models move these rows too (:attr:`Algorithm.moves_buffers
+    <fedopt.algorithms.base.Algorithm.moves_buffers>`): they load them with
+    :meth:`set_buffers` before local training and read them back with :meth:`get_buffers`.
+    ``buf_dim`` is 0 when nothing travels (no BatchNorm, or batch statistics only); the
+    buffer methods then work on ``[k, 0]`` rows.
     """
 
     layout: Any
+    buf_dim: int
 
     def buffers(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Non-trained per-node state (e.g. batch-norm statistics), ``[k, ...]`` each."""
+        """The rows' buffers by tensor name, ``{name: [k, *shape]}`` (``{}`` when none)."""
         ...
 
-    def evaluate_nodes(self, X: torch.Tensor, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+    def get_buffers(self, rows: torch.Tensor) -> torch.Tensor:
+        """A copy of the rows' flat buffer rows ``[k, buf_dim]``."""
+        ...
+
+    def set_buffers(self, rows: torch.Tensor, B: torch.Tensor) -> None:
+        """Replace the rows' buffer rows by ``B [k, buf_dim]``."""
+        ...
+
+    def reset_buffers(
+        self, X: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BN reset: ``(buffers [k, buf_dim], forward passes [k])`` recomputed for the
+        parameter rows ``X`` on each node's own training samples (cumulative average,
+        :func:`fedopt.models.reset_bn`); the oracle keeps the new rows."""
+        ...
+
+    def evaluate_nodes(
+        self, X: torch.Tensor, rows: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Per-node metrics ``[k]`` of each row's own model (loss, accuracy...)."""
+        ...
+
+    def activations(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        points: Any = None,
+        data: Any = "train",
+        samples: int | None = None,
+        buffers: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Activations ``{group: [k, samples, units]}`` at the layout's capture points."""
         ...
 
 

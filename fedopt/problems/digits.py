@@ -47,13 +47,32 @@ Node data are stored padded to the largest node of the whole partition,
 ``[k, max_m, 64]``, with per-node counts; minibatches are ``batch_size`` samples drawn
 with replacement from the node's own samples (``batch_size: 0`` = full batch).
 
-BatchNorm (``digits_model`` only): every batch is normalised with its own statistics, in
-training *and* in evaluation (``batchnorm: batch_stats``, the only mode). Running
-statistics would be per-node state that every algorithm would have to carry, average and
-checkpoint next to the parameters, which the algorithms do not do, so they are neither
-kept nor used. A full-batch pass over a node (its value, its full gradient, evaluation)
-normalises with the node's own samples only (no padding), and the test metrics normalise
-with the statistics of the whole test set.
+BatchNorm (``digits_model`` only), two modes:
+
+* ``batchnorm: batch_stats`` (default): every batch is normalised with its own
+  statistics, in training *and* in evaluation; running statistics are neither kept nor
+  used. A full-batch pass over a node (its value, its full gradient, evaluation)
+  normalises with the node's own samples only (no padding), and the test metrics
+  normalise with the statistics of the whole test set.
+* ``batchnorm: running``: as ``torch.nn.BatchNorm`` in train/eval mode. Each hosted node
+  keeps its running means and variances as one buffer row ``[buf_dim]`` (the model's
+  ``layout.buffers``); every training call (:meth:`DigitsOracle.grad`,
+  :meth:`~DigitsOracle.sgd_step_`) normalises with the batch statistics and updates the
+  rows' running statistics, ``r <- (1 - momentum) r + momentum * s_batch`` (the batch
+  variance unbiased; a node without samples keeps its row), and evaluation (``value``,
+  ``evaluate``, ``evaluate_test``, ``evaluate_nodes``) runs in eval mode on running
+  statistics. Gradients are the same as with ``batch_stats`` (train mode never reads the
+  running statistics). The rows are per-node state that travels with the parameters:
+  algorithms that move models (``Algorithm.moves_buffers``) load them with
+  :meth:`~DigitsOracle.set_buffers`, read them back with
+  :meth:`~DigitsOracle.get_buffers`, and average, mix and checkpoint them with the
+  parameters; the compiler refuses the others.
+
+Capability ``model`` (every digits problem; the MLPs have no buffers, ``buf_dim = 0``):
+``layout``, the buffer rows (``buffers``, ``get_buffers``, ``set_buffers``,
+``reset_buffers``: the BN reset on the node's own samples), ``evaluate_nodes`` (every
+row's own model on its node's training samples and on the test set) and
+``activations`` (capture at the layout's named points, for model merging).
 """
 
 from __future__ import annotations
@@ -61,7 +80,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -72,7 +91,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from fedopt import rng
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX, Section
-from fedopt.models import MODELS, BatchedModel, digits_mlp
+from fedopt.models import MODELS, BatchedModel, ParamLayout, digits_mlp, reset_bn
 from fedopt.problems._common import check_ranks, coerce_config, row_chunks, take
 from fedopt.problems.base import Oracle, Problem, ProblemConfig, Step
 from fedopt.problems.capabilities import Capability
@@ -83,6 +102,7 @@ log = logging.getLogger(__name__)
 
 NUM_FEATURES = 64
 NUM_CLASSES = 10
+BATCHNORM_MODES = ("batch_stats", "running")
 
 
 class DigitsConfig(ProblemConfig):
@@ -147,25 +167,30 @@ class DigitsModelConfig(DigitsConfig):
     batchnorm: str = Field(
         "batch_stats",
         description="BatchNorm mode: batch_stats (every batch normalised with its own "
-        "statistics, in training and evaluation; the only mode)",
+        "statistics, in training and evaluation) or running (per-node running statistics "
+        "updated in training, used in evaluation, moved with the parameters)",
     )
 
     @field_validator("batchnorm")
     @classmethod
     def _batchnorm(cls, value: str) -> str:
-        if value != "batch_stats":
+        if value not in BATCHNORM_MODES:
             raise ConfigError(
-                f"{value!r} is not supported; use 'batch_stats'. Running "
-                "statistics are per-node state that the algorithms would have to carry, "
-                "average and checkpoint next to the parameters, which they do not; with "
-                "'batch_stats' every batch (in training and in evaluation) is normalised "
-                "with its own statistics."
+                f"{value!r} is not a BatchNorm mode; use 'batch_stats' (every batch, in "
+                "training and in evaluation, normalised with its own statistics) or "
+                "'running' (per-node running statistics, as torch's train/eval modes)."
             )
         return value
 
     @model_validator(mode="after")
     def _model_builds(self) -> DigitsModelConfig:
-        build_model(self)  # raises a problem.model.* message when it cannot
+        model = build_model(self)  # raises a problem.model.* message when it cannot
+        if self.batchnorm == "running" and not model.has_bn:
+            raise ConfigError(
+                f"problem.batchnorm: 'running' keeps BatchNorm running statistics, but model "
+                f"{self.model.name!r} has no BatchNorm layer (that tracks them); use "
+                "batchnorm: batch_stats or a model with BatchNorm (digits_cnn_bn)."
+            )
         return self
 
 
@@ -272,12 +297,20 @@ def split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarr
 class DigitsOracle(Oracle):
     """Oracle of the digits problems for the hosted data nodes.
 
-    Capabilities: ``labels`` (ten classes; :meth:`flipped_grad` maps ``y -> 9 - y``).
+    Capabilities: ``labels`` (ten classes; :meth:`flipped_grad` maps ``y -> 9 - y``) and
+    ``model`` (:attr:`layout`, per-node buffer rows, :meth:`evaluate_nodes`,
+    :meth:`activations`).
 
     Attributes
     ----------
     model
         The :class:`~fedopt.models.BatchedModel` (its ``layout`` is the parameter row's).
+    running
+        ``batchnorm: running``: per-node running statistics are kept, updated by the
+        training calls and used by evaluation.
+    buf_dim
+        Width of the buffer rows that travel (the model's ``buf_dim`` with running
+        statistics, else 0).
     X
         ``[k, max_m, 64]`` float32 training features, zero-padded per node.
     labels
@@ -290,7 +323,8 @@ class DigitsOracle(Oracle):
         ``empty_nodes`` (data ranks without samples).
     """
 
-    capabilities = frozenset({Capability.LABELS})
+    capabilities = frozenset({Capability.LABELS, Capability.MODEL})
+    buf_dim: int = 0
 
     def __init__(
         self,
@@ -305,9 +339,10 @@ class DigitsOracle(Oracle):
         self.device = device
         self.dtype = torch.float32
         self.model = build_model(config)
-        self.layout = self.model.layout
         self.dim = self.model.dim
         self._bn = self.model.has_bn
+        self.running = isinstance(config, DigitsModelConfig) and config.batchnorm == "running"
+        self.buf_dim = self.model.buf_dim if self.running else 0
         self.data_ranks = ranks = check_ranks(data_ranks, num_data_nodes, device)
         k = len(ranks)
 
@@ -353,6 +388,17 @@ class DigitsOracle(Oracle):
         self.y_test = torch.from_numpy(y_all[test]).to(device)
         widest = max(e.shape[-1] for e in self.layout.params if e.shape)
         self._bytes_per_node = self.max_m * (NUM_FEATURES + 2 * widest) * 8
+        self._B = (
+            self.model.init_buffers(k, self.dtype, device)
+            if self.running
+            else torch.zeros(k, 0, dtype=self.dtype, device=device)
+        )
+        """Running statistics ``[k, buf_dim]`` of the hosted nodes (``[k, 0]`` without)."""
+
+    @property
+    def layout(self) -> ParamLayout:
+        """The model's :class:`~fedopt.models.ParamLayout` (parameter and buffer rows)."""
+        return self.model.layout
 
     # ------------------------------------------------------------------ model
 
@@ -360,20 +406,32 @@ class DigitsOracle(Oracle):
         """Scratch BatchNorm buffer rows (batch statistics only: written, never read)."""
         return self.model.init_buffers(n, W.dtype, W.device) if self._bn else None
 
-    def _logits(self, W: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    def _logits(
+        self, W: torch.Tensor, inputs: torch.Tensor, B: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits ``[n, S, 10]`` of every node's rows ``W [n, dim]`` on ``inputs [n, S, 64]``.
 
+        With running statistics: eval mode on the buffer rows ``B [n, buf_dim]``.
         Differentiable in ``W`` (callers may backpropagate through :meth:`value`).
         """
+        if self.running:
+            return self.model.forward(W, inputs, B, train=False, differentiable=True)
         B = self._buffers(len(W), W)
         return self.model.forward(W, inputs, B, train=self._bn, differentiable=True)
 
     def _grad_rows(
-        self, W: torch.Tensor, Xb: torch.Tensor, lab: torch.Tensor, wts: torch.Tensor
+        self,
+        W: torch.Tensor,
+        Xb: torch.Tensor,
+        lab: torch.Tensor,
+        wts: torch.Tensor,
+        B: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gradient ``[n, dim]`` of ``sum_s wts[n, s] * CE(sample s)`` (the model's kernel
-        where it has one)."""
-        B = self._buffers(len(W), W)
+        where it has one). Train mode; the running statistics in ``B`` (when given) are
+        updated in place, else scratch rows are."""
+        if B is None:
+            B = self._buffers(len(W), W)
         return self.model.grad(W, Xb, lab, B, weights=wts, train=self._bn)
 
     def _full_batches(self, rows: torch.Tensor) -> Iterator[tuple[Any, int]]:
@@ -427,9 +485,12 @@ class DigitsOracle(Oracle):
         return rng.randint(keys, self.config.batch_size, self.counts.index_select(0, rows))
 
     def full_grad(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Exact gradient (train mode); it leaves the running statistics alone."""
         return self._full_grad(X.to(self.dtype), rows, flip=False)
 
-    def _full_grad(self, W: torch.Tensor, rows: torch.Tensor, flip: bool) -> torch.Tensor:
+    def _full_grad(
+        self, W: torch.Tensor, rows: torch.Tensor, flip: bool, update: bool = False
+    ) -> torch.Tensor:
         out = torch.zeros_like(W) if self._bn else torch.empty_like(W)
         if flip and not self._bn:  # one node at a time (as the attack was first written)
             batches: Iterator[tuple[Any, int]] = (
@@ -442,13 +503,17 @@ class DigitsOracle(Oracle):
             lab = self._data(r, m, self.labels)
             if flip:
                 lab = (NUM_CLASSES - 1) - lab
+            B = self._B.index_select(0, r) if update and self.running else None
             out[sl] = self._grad_rows(
-                W[sl], self._data(r, m, self.X), lab, self._data(r, m, self._full_w)
+                W[sl], self._data(r, m, self.X), lab, self._data(r, m, self._full_w), B
             )
+            if B is not None:  # groups hold nodes with samples only
+                self._B.index_copy_(0, r, B)
         return self._finish(out, W, rows)
 
     def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
-        return self._minibatch_grad(X, rows, step, flip=False)
+        """Minibatch gradient; with running statistics it updates the rows' statistics."""
+        return self._minibatch_grad(X, rows, step, flip=False, update=True)
 
     num_classes = NUM_CLASSES
 
@@ -461,12 +526,12 @@ class DigitsOracle(Oracle):
         return self._minibatch_grad(X, rows, step, flip=True)
 
     def _minibatch_grad(
-        self, X: torch.Tensor, rows: torch.Tensor, step: Step, flip: bool
+        self, X: torch.Tensor, rows: torch.Tensor, step: Step, flip: bool, update: bool = False
     ) -> torch.Tensor:
         B = self.config.batch_size
         W = X.to(self.dtype)
         if B == 0:
-            return self._full_grad(W, rows, flip)
+            return self._full_grad(W, rows, flip, update)
         n = len(rows)
         flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.max_m).view(-1)
         Xb = self._X_flat.index_select(0, flat).view(n, B, NUM_FEATURES)
@@ -474,16 +539,26 @@ class DigitsOracle(Oracle):
         if flip:
             lab = (NUM_CLASSES - 1) - lab
         wts = torch.full((n, B), 1.0 / B, dtype=self.dtype, device=W.device)
-        return self._finish(self._grad_rows(W, Xb, lab, wts), W, rows)
+        if not (update and self.running):
+            return self._finish(self._grad_rows(W, Xb, lab, wts), W, rows)
+        stats = self._B.index_select(0, rows)
+        G = self._grad_rows(W, Xb, lab, wts, stats)
+        kept = self.counts.index_select(0, rows) > 0  # a node without samples keeps its row
+        self._B.index_copy_(0, rows[kept], stats[kept])
+        return self._finish(G, W, rows)
 
-    def _losses(self, X: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-node mean cross-entropy ``[n]`` float64 and correct predictions ``[n]``."""
+    def _losses(
+        self, X: torch.Tensor, rows: torch.Tensor, B: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-node mean cross-entropy ``[n]`` float64 and correct predictions ``[n]``
+        (running statistics: eval mode on the buffer rows ``B [n, buf_dim]``)."""
         W = X.to(self.dtype)
         loss = torch.zeros(len(rows), dtype=torch.float64, device=X.device)
         correct = torch.zeros(len(rows), dtype=torch.int64, device=X.device)
         for sl, m in self._full_batches(rows):
             r = rows[sl]
-            logits = self._logits(W[sl].contiguous(), self._data(r, m, self.X))
+            stats = B[sl] if B is not None else None
+            logits = self._logits(W[sl].contiguous(), self._data(r, m, self.X), stats)
             lab = self._data(r, m, self.labels)
             mask = self._data(r, m, self.mask).bool()
             logp = torch.log_softmax(logits.double(), dim=2)
@@ -498,14 +573,20 @@ class DigitsOracle(Oracle):
         pen = X.to(self.dtype).double().square().sum(dim=1).mul_(self.config.l2 / 2)
         return pen.mul_((self.counts.index_select(0, rows) > 0).double())
 
-    def value(self, X: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        loss, _ = self._losses(X, rows)
+    def value(
+        self, X: torch.Tensor, rows: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``f_i`` at each row; with running statistics in eval mode on ``buffers``
+        (``[k, buf_dim]`` or one ``[buf_dim]`` row for all; default the rows' own)."""
+        loss, _ = self._losses(X, rows, self._eval_buffers(rows, buffers))
         return loss.add_(self._penalty(X, rows)) if self.config.l2 > 0 else loss
 
-    def evaluate(self, x: torch.Tensor) -> dict[str, float]:
+    def evaluate(self, x: torch.Tensor, buffers: torch.Tensor | None = None) -> dict[str, float]:
+        """Additive sums of one model ``x`` (and its running statistics ``buffers
+        [buf_dim]``; default each node's own) on the hosted nodes."""
         rows = torch.arange(len(self.data_ranks), device=self.device)
         X = x.to(self.dtype).unsqueeze(0).expand(len(rows), -1)
-        loss, correct = self._losses(X, rows)
+        loss, correct = self._losses(X, rows, self._eval_buffers(rows, buffers))
         if self.config.l2 > 0:
             loss.add_(self._penalty(X, rows))
         return {
@@ -514,20 +595,188 @@ class DigitsOracle(Oracle):
             "count": float(self.counts.sum()),
         }
 
-    def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
+    def evaluate_test(
+        self, x: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> dict[str, float]:
         """Mean cross-entropy and accuracy of ``x`` on the held-out test set.
 
-        With BatchNorm the test set is one batch, normalised with its own statistics.
+        With BatchNorm batch statistics the test set is one batch, normalised with its own
+        statistics; with running statistics, eval mode on ``buffers [buf_dim]`` (needed).
         """
         if len(self.y_test) == 0:
             return {}
         W = x.to(self.dtype).reshape(1, -1)
+        if self.running and buffers is None:
+            raise ValueError(
+                "evaluate_test: the model keeps running statistics (batchnorm: running); "
+                f"pass the model's buffer row buffers=[{self.buf_dim}]"
+            )
+        B = self._eval_buffers(torch.zeros(1, dtype=torch.int64), buffers)
         with torch.no_grad():
-            logits = self._logits(W, self.X_test.unsqueeze(0))
+            logits = self._logits(W, self.X_test.unsqueeze(0), B)
         logp = torch.log_softmax(logits[0].double(), dim=1)
         nll = -logp.gather(1, self.y_test.unsqueeze(1)).squeeze(1)
         acc = (logits[0].argmax(dim=1) == self.y_test).double().mean()
         return {"test_loss": float(nll.mean()), "test_accuracy": float(acc)}
+
+    # ------------------------------------------------------------------ capability: model
+
+    def _eval_buffers(
+        self, rows: torch.Tensor, buffers: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Buffer rows ``[len(rows), buf_dim]`` for an evaluation (None without running
+        statistics): ``buffers`` (one row broadcast to all) or the rows' own."""
+        if not self.running:
+            return None
+        if buffers is None:
+            return self._B.index_select(0, rows)
+        B = buffers.to(device=self._B.device, dtype=self.dtype)
+        if B.ndim == 1:
+            B = B.unsqueeze(0).expand(len(rows), -1)
+        if B.shape != (len(rows), self.buf_dim):
+            raise ValueError(
+                f"buffers: expected [{len(rows)}, {self.buf_dim}] or [{self.buf_dim}], "
+                f"got {list(buffers.shape)}"
+            )
+        return B
+
+    def buffers(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The rows' running statistics by name, ``{"bn1.running_mean": [k, c1], ...}``
+        (``{}`` without running statistics)."""
+        if not self.running:
+            return {}
+        return dict(self.layout.unflatten_buffers(self.get_buffers(rows)))
+
+    def get_buffers(self, rows: torch.Tensor) -> torch.Tensor:
+        """A copy of the rows' buffer rows ``[k, buf_dim]`` (``[k, 0]`` without)."""
+        return self._B.index_select(0, rows)
+
+    def set_buffers(self, rows: torch.Tensor, B: torch.Tensor) -> None:
+        """Replace the rows' buffer rows by ``B [k, buf_dim]`` (what a node received)."""
+        if B.shape != (len(rows), self.buf_dim):
+            raise ValueError(
+                f"set_buffers: expected [{len(rows)}, {self.buf_dim}] buffer rows, "
+                f"got {list(B.shape)}"
+            )
+        if self.buf_dim:
+            self._B.index_copy_(0, rows, B.to(device=self._B.device, dtype=self.dtype))
+
+    def reset_buffers(
+        self, X: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """BN reset of the parameter rows ``X`` on each node's own training samples.
+
+        The statistics are recomputed as torch's ``momentum=None`` does
+        (:func:`fedopt.models.reset_bn`): reset, then train-mode forward passes without
+        gradients over the node's samples in order, in batches of ``batch_size`` (one
+        batch of all for ``batch_size: 0``), each statistic the cumulative average of the
+        batch statistics. A node without samples gets the initial statistics. The oracle
+        keeps the new rows.
+
+        Returns
+        -------
+        tuple
+            ``(buffers [k, buf_dim], forward passes [k] int64)``.
+        """
+        counts = self.counts.index_select(0, rows)
+        k = len(rows)
+        if not self.running or k == 0:
+            return self._B.new_zeros(k, self.buf_dim), torch.zeros(k, dtype=torch.int64)
+        bs = self.config.batch_size
+        W = X.to(self.dtype)
+        with torch.no_grad():
+            B = reset_bn(self.model, W, take(self.X, rows), batch_size=bs or None, counts=counts)
+        self._B.index_copy_(0, rows, B)
+        passes = (counts + bs - 1) // bs if bs else (counts > 0).to(torch.int64)
+        return B, passes.cpu()
+
+    def evaluate_nodes(
+        self, X: torch.Tensor, rows: torch.Tensor, buffers: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every row's own model on its node's training samples and on the test set.
+
+        Row ``j`` is node ``rows[j]``'s model ``X[j]`` (with running statistics: eval mode
+        on ``buffers[j]``, default the node's own row). Returns ``[k]`` float64 tensors:
+        ``loss`` (``f_i``, :meth:`value`), ``correct`` and ``count`` on the node's training
+        samples, and ``test_loss``, ``test_accuracy`` on the whole test set (as
+        :meth:`evaluate_test` for each row; absent without a test set).
+        """
+        B = self._eval_buffers(rows, buffers)
+        W = X.to(self.dtype)
+        with torch.no_grad():
+            loss, correct = self._losses(W, rows, B)
+            if self.config.l2 > 0:
+                loss.add_(self._penalty(W, rows))
+            out = {
+                "loss": loss,
+                "correct": correct.double(),
+                "count": self.counts.index_select(0, rows).double(),
+            }
+            n_test = len(self.y_test)
+            if n_test and len(rows):
+                inputs = self.X_test.unsqueeze(0).expand(len(rows), -1, -1)
+                logits = self._logits(W.contiguous(), inputs, B)
+                logp = torch.log_softmax(logits.double(), dim=2)
+                y = self.y_test.unsqueeze(0).expand(len(rows), -1)
+                nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
+                out["test_loss"] = nll.mean(dim=1)
+                out["test_accuracy"] = (logits.argmax(dim=2) == y).double().mean(dim=1)
+        return out
+
+    def activations(
+        self,
+        X: torch.Tensor,
+        rows: torch.Tensor,
+        points: Sequence[str] | None = None,
+        data: str | torch.Tensor = "train",
+        samples: int | None = None,
+        buffers: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Activations ``{group: [k, samples x positions, units]}`` of every row's model.
+
+        ``points`` are permutable groups of the layout that have a capture point
+        (default: all; :meth:`fedopt.models.BatchedModel.capture`). ``data``:
+
+        * ``"train"``: each node's own first ``samples`` training samples (default the
+          fewest samples of the rows; every row needs that many);
+        * ``"test"``: the first ``samples`` test samples (default all), the same for every
+          row;
+        * a tensor ``[k, b, 64]`` of inputs.
+
+        BatchNorm: with running statistics eval mode on ``buffers`` (default the rows'
+        own), else the batch's own statistics (scratch rows: nothing is updated).
+        """
+        W = X.to(self.dtype)
+        k = len(rows)
+        if isinstance(data, torch.Tensor):
+            inputs = data.to(device=W.device, dtype=self.dtype)
+        elif data == "train":
+            counts = self.counts.index_select(0, rows)
+            fewest = int(counts.min()) if k else 0
+            s = fewest if samples is None else int(samples)
+            if not 1 <= s <= fewest:
+                raise ValueError(
+                    f"activations: data='train' takes the first {s} samples of every row, but "
+                    f"the rows hold {fewest} at least; pass samples between 1 and {fewest} "
+                    "(rows without samples cannot be captured on their own data)"
+                )
+            inputs = take(self.X, rows)[:, :s]
+        elif data == "test":
+            n_test = len(self.y_test)
+            s = n_test if samples is None else int(samples)
+            if not 1 <= s <= n_test:
+                raise ValueError(
+                    f"activations: samples={s}, the test set holds {n_test}; pass 1..{n_test}"
+                )
+            inputs = self.X_test[:s].unsqueeze(0).expand(k, -1, -1)
+        else:
+            raise ValueError(
+                f"activations: data={data!r}; use 'train', 'test' or a [k, b, 64] tensor"
+            )
+        if self.running:
+            B = self._eval_buffers(rows, buffers)
+            return self.model.capture(W, inputs, B, points, train=False)
+        return self.model.capture(W, inputs, self._buffers(k, W), points, train=self._bn)
 
 
 def _data_bytes(config: DigitsConfig, num_nodes: int) -> tuple[int, str]:
@@ -620,7 +869,15 @@ class DigitsModel(Problem):
     def data_bytes(cls, config: ProblemConfig, num_nodes: int) -> tuple[int, str]:
         return _data_bytes(coerce_config(config, DigitsModelConfig, "problem"), num_nodes)
 
+    @classmethod
+    def buffer_dim(cls, config: ProblemConfig) -> int:
+        cfg = coerce_config(config, DigitsModelConfig, "problem")
+        return build_model(cfg).buf_dim if cfg.batchnorm == "running" else 0
+
     @staticmethod
     def summary(config: ProblemConfig) -> dict[str, object]:
         cfg = coerce_config(config, DigitsModelConfig, "problem")
-        return {**_summary(cfg), "model": cfg.model.name}
+        out = {**_summary(cfg), "model": cfg.model.name}
+        if cfg.batchnorm == "running":
+            out["buf_dim"] = build_model(cfg).buf_dim
+        return out

@@ -40,8 +40,10 @@ _EXTRA = (
     ("relative_sq_distance", "mean ||x_i - x*||^2 / start"),
     ("test_loss", "test loss"),
     ("grad_norm_sq", "||grad F||^2 (train)"),
+    ("loss_gap", "F(x) - F* (closed form)"),
+    ("attack_success", "attack success (ensemble margin < 0)"),
 )
-_LOG_METRICS = ("distance_to_opt", "relative_sq_distance", "grad_norm_sq")
+_LOG_METRICS = ("distance_to_opt", "relative_sq_distance", "grad_norm_sq", "loss_gap")
 EPSILON_AXIS = "epsilon_rdp"
 """x axis of private runs: the privacy ledger's epsilon spent so far (RDP accountant)."""
 _NEAR_ZERO = 1e-2
@@ -171,10 +173,12 @@ def summary_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         "rounds",
         "sim_time_s",
         "gradients_total",
+        "queries_total",
         "communications_total",
         "messages_total",
         "bytes_total",
         "final_loss",
+        "final_loss_gap",
         "final_accuracy",
         "final_test_accuracy",
         "final_distance_to_opt",
@@ -247,6 +251,10 @@ def _panels(runs: list[Run]) -> list[tuple[str, str, str]]:
         panels.append(("loss", EPSILON_AXIS, "epsilon spent (RDP accountant)"))
     if any(r.get("per_sample_gradients_total") for r in last):  # DIFF2's cost axis
         panels.append(("loss", "per_sample_gradients_total", "per-sample gradients"))
+    if any(r.get("queries_total") for r in last):  # zeroth-order methods' cost axis
+        panels.append(("loss", "queries_total", "function queries"))
+        if any("loss_gap" in r for r in last):
+            panels.append(("loss_gap", "queries_total", "function queries"))
     return panels
 
 

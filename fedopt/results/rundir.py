@@ -331,29 +331,78 @@ class RunDirectory:
         """
         self._metrics.close()
         self._seal()
-        check_output_dir(self.target, self.overwrite, self.protected)
-        old = None
-        emptied = False
-        if self.target.is_dir():
-            if any(self.target.iterdir()):
-                old = self.target.with_name(f".{self.target.name}.old-{os.getpid()}")
-                self.target.rename(old)
-            else:
-                self.target.rmdir()
-                emptied = True
-        try:
-            self.tmp.rename(self.target)
-        except BaseException:
-            if old is not None:
-                old.rename(self.target)
-            elif emptied:
-                self.target.mkdir(exist_ok=True)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return self.target
+        return _move_into_place(self.tmp, self.target, self.overwrite, self.protected)
 
     def abort(self) -> None:
         """Remove the temporary directory (nothing half-written is left)."""
         self._metrics.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _move_into_place(
+    tmp: Path, target: Path, overwrite: bool, protected: Iterable[tuple[Path, str]]
+) -> Path:
+    """Rename the finished folder ``tmp`` to ``target``, replacing a previous run if allowed.
+
+    The target is checked again first (files may have appeared since the start). If the
+    final rename fails, the previous run is put back where it was.
+    """
+    check_output_dir(target, overwrite, protected)
+    old = None
+    emptied = False
+    if target.is_dir():
+        if any(target.iterdir()):
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            target.rename(old)
+        else:
+            target.rmdir()
+            emptied = True
+    try:
+        tmp.rename(target)
+    except BaseException:
+        if old is not None:
+            old.rename(target)
+        elif emptied:
+            target.mkdir(exist_ok=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def install_run(
+    target: Path,
+    files: dict[str, bytes],
+    overwrite: bool,
+    protected: Iterable[tuple[Path, str]] = (),
+) -> Path:
+    """Write a run directory that was made elsewhere (a Ray worker's) from its files.
+
+    Like :meth:`RunDirectory.commit`: the files go into a temporary sibling that is
+    renamed into place, so an error or a signal leaves nothing half-written. ``files``
+    must hold the run's marker (the run directory fedopt wrote on the other machine).
+
+    Raises
+    ------
+    ConfigError
+        When ``files`` is not a run directory, or ``target`` may not be used (see
+        :func:`check_output_dir`).
+    """
+    target = Path(target)
+    if MARKER not in files:
+        raise ConfigError(f"{str(target)!r}: the files received are not a run directory")
+    check_output_dir(target, overwrite, protected)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        for rel, data in files.items():
+            path = (tmp / rel).resolve()
+            if tmp.resolve() not in path.parents:
+                raise ConfigError(f"{str(target)!r}: the received file {rel!r} is outside it")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        os.chmod(tmp, _dir_mode())
+        return _move_into_place(tmp, target, overwrite, protected)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

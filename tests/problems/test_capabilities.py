@@ -26,16 +26,26 @@ BUILTIN = {
     "digits_model",
     "fc10_regression",
     "canary",
+    "zo_quadratic",
+    "ackley",
+    "levy",
+    "digits_attack",
+    "digits_metric",
 }
 EXPECTED = {
     "canary": {"per_sample_gradients"},
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
     "logistic": {"labels", "noisy_queries", "per_sample_gradients"},
-    "digits_softmax": {"labels"},
-    "digits_mlp": {"labels"},
-    "digits_model": {"labels"},
+    "digits_softmax": {"labels", "model"},
+    "digits_mlp": {"labels", "model"},
+    "digits_model": {"labels", "model"},
     "fc10_regression": {"per_sample_gradients"},
+    "zo_quadratic": {"noisy_queries"},
+    "ackley": {"noisy_queries"},
+    "levy": {"noisy_queries"},
+    "digits_attack": {"noisy_queries"},
+    "digits_metric": {"noisy_queries"},
 }
 
 
@@ -71,8 +81,17 @@ def test_builtin_capabilities() -> None:
         "max_samples",
         "per_sample_grad",
     )
-    assert providers(Capability.MODEL) == []
-    assert members(Capability.MODEL) == ("buffers", "evaluate_nodes", "layout")
+    assert providers(Capability.MODEL) == ["digits_mlp", "digits_model", "digits_softmax"]
+    assert members(Capability.MODEL) == (
+        "activations",
+        "buf_dim",
+        "buffers",
+        "evaluate_nodes",
+        "get_buffers",
+        "layout",
+        "reset_buffers",
+        "set_buffers",
+    )
 
 
 def test_built_oracles_implement_what_they_declare(spec: dict) -> None:

@@ -133,7 +133,12 @@ def test_value_is_differentiable_through_the_model() -> None:
         ({"model": {"name": "digits_cnn_bn", "channels": [0, 4]}}, "problem.model.channels"),
         ({"model": {"name": "synthetic_mlp"}}, "cannot run on digits inputs [batch, 64]"),
         ({"model": {"name": "synthetic_mlp", "in_features": 64, "classes": 3}}, "[batch, 10]"),
-        ({"batchnorm": "running"}, "problem.batchnorm: 'running' is not supported"),
+        ({"batchnorm": "moving"}, "problem.batchnorm: 'moving' is not a BatchNorm mode"),
+        (
+            {"batchnorm": "running", "model": {"name": "digits_mlp"}},
+            "problem.batchnorm: 'running' keeps BatchNorm running statistics, but model "
+            "'digits_mlp' has no BatchNorm layer",
+        ),
     ],
 )
 def test_digits_model_config_errors(spec: dict[str, object], where: str) -> None:
@@ -158,11 +163,15 @@ def test_experiment_level_messages_name_the_field_once() -> None:
 
     path = Path(__file__).resolve().parents[2] / "experiments" / "fedavg_digits_cnn.yaml"
     for override, start in [
-        ("problem.batchnorm=running", "problem.batchnorm: 'running' is not supported"),
+        ("problem.batchnorm=moving", "problem.batchnorm: 'moving' is not a BatchNorm mode"),
+        (
+            "problem.model={name: digits_mlp}",
+            "problem.batchnorm: 'running' keeps BatchNorm running statistics",
+        ),
         ("problem.model.name=foo", "problem.model.name: unknown model 'foo'"),
     ]:
         with pytest.raises(ConfigError) as err:
-            load_experiment(path, [override])
+            load_experiment(path, ["problem.batchnorm=running", override])
         lines = [ln.strip() for ln in str(err.value).splitlines()]
         assert any(ln.startswith(start) for ln in lines), lines
         assert "problem.batchnorm: problem." not in str(err.value)

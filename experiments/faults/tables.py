@@ -1,16 +1,16 @@
-"""Crashes, stragglers, partitions and lost messages on D-SGD and FedAvg, with twins.
+"""The table of the fault examples: each faulty run beside its fault-free twin.
 
 Usage (from the repository root)::
 
-    python experiments/faults/run_faults.py          # every YAML here -> runs/faults/
+    fedopt sweep experiments/faults/faults.sweep.yaml --out runs/faults   # every YAML here
+    python experiments/faults/tables.py runs/faults               # this script
 
-Each faulty experiment is compared with its fault-free twin (``PAIRS``). The script runs
-every YAML of this folder in one process (one thread), writes the run directories under
-``runs/faults/<yaml stem>/``, one ``fedopt report`` per algorithm
+Each faulty experiment is compared with its fault-free twin (``PAIRS``). The sweep runs
+every YAML of this folder as a named cell (``runs/faults/<yaml stem>/``); this script
+reads those run directories and writes one ``fedopt report`` per algorithm
 (``runs/faults/report_dsgd/``, ``runs/faults/report_fedavg/``: loss against rounds,
-simulated time and bytes), and ``runs/faults/table.md``: final test accuracy, final
-loss, simulated time and messages by kind (from ``summary.json``) for each pair.
-Each run takes a few seconds.
+simulated time and bytes), and ``runs/faults/faults_table.md``: final test accuracy,
+final loss, simulated time and messages by kind (from ``summary.json``) for each pair.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import io
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +42,10 @@ PAIRS = (
 KINDS = ("model", "model:late", "model:dropped", "update", "update:late", "update:dropped")
 
 
-def run_one(stem: str, root: Path) -> dict[str, Any]:
-    from fedopt.config import load_experiment
-    from fedopt.run import run_experiment
-
-    config = load_experiment(HERE / f"{stem}.yaml")
-    t0 = time.perf_counter()
-    out = run_experiment(config, base_dir=HERE, out_dir=root / stem, overwrite=True, progress=False)
-    summary = json.loads((out / "summary.json").read_text())
-    summary["wall_s"] = time.perf_counter() - t0
-    recs = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
+def read_one(run_dir: Path) -> dict[str, Any]:
+    """``summary.json`` of a cell, with its records by round and the max consensus."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x]
     summary["records"] = {
         r["round"]: {k: r.get(k) for k in ("test_accuracy", "loss", "consensus_distance")}
         for r in recs
@@ -104,29 +97,23 @@ def row(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="runs/faults", help="root of the run dirs")
+    ap.add_argument("sweep_dir", nargs="?", default="runs/faults", help="the finished sweep")
     args = ap.parse_args(argv)
 
-    import torch
-
-    torch.set_num_threads(1)
     from fedopt.results.report import report
+    from fedopt.sweep.results import SweepResults
 
-    root = Path(args.out)
-    root.mkdir(parents=True, exist_ok=True)
-    stems = sorted(p.stem for p in HERE.glob("*.yaml"))
-    t_start = time.perf_counter()
-    summaries: dict[str, dict[str, Any]] = {}
-    for stem in stems:
-        s = run_one(stem, root)
-        summaries[stem] = s
-        print(
-            f"{stem:27s} {s['wall_s']:5.1f}s  test acc {s.get('final_test_accuracy', 0):.3f}  "
-            f"sim {s['sim_time_s']:.2f} s  {kinds_cell(s)}",
-            flush=True,
-        )
+    res = SweepResults.load(args.sweep_dir)
+    root = res.folder
+    done = {c.name: c for c in res.cells if c.done}
+    missing = sorted({s for pair in PAIRS for s in pair[:2]} - set(done))
+    if missing:
+        print(f"not done yet: {', '.join(missing)}; run the sweep first", file=sys.stderr)
+        return 1
+    stems = sorted(done)
+    summaries = {stem: read_one(done[stem].path) for stem in stems}
     for family in ("dsgd", "fedavg"):
-        dirs = [root / st for st in stems if st.startswith(family)]
+        dirs = [done[st].path for st in stems if st.startswith(family)]
         with contextlib.redirect_stdout(io.StringIO()) as buf:
             report(dirs, root / f"report_{family}")
         (root / f"report_{family}" / "report.txt").write_text(buf.getvalue())
@@ -140,11 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(row(b, "none", "", summaries[b], None, None))
     for stem, twin, what, rnd in PAIRS:
         lines.append(row(stem, what, twin, summaries[stem], summaries[twin], rnd))
-    elapsed = time.perf_counter() - t_start
-    md = "\n".join(lines) + f"\n\nAll {len(stems)} runs: {elapsed:.0f} s wall time.\n"
-    (root / "table.md").write_text(md)
-    (root / "summaries.json").write_text(json.dumps(summaries, indent=1))
-    print()
+    total = sum(c.entry.get("wall_s") or 0.0 for c in done.values())
+    md = "\n".join(lines) + f"\n\nAll {len(stems)} runs: {total:.0f} s of run time.\n"
+    (root / "faults_table.md").write_text(md)
+    (root / "faults_summaries.json").write_text(json.dumps(summaries, indent=1))
     print(md)
     return 0
 

@@ -1,21 +1,21 @@
-"""The experiment grid of the DADAO paper: every (problem, graph, algorithm) cell.
+"""Tables and figures of the DADAO paper's grid, from a finished sweep directory.
 
 Usage (from the repository root)::
 
-    python experiments/dadao/run_grid.py            # full grid -> runs/dadao-grid/
-    python experiments/dadao/run_grid.py --quick    # cycle + time-varying RGG, short budget
-    python experiments/dadao/run_grid.py --reuse    # tables and plots from finished runs
+    fedopt sweep experiments/dadao/grid.sweep.yaml           # the grid -> runs/dadao-grid/
+    python experiments/dadao/tables.py runs/dadao-grid      # this script
+    fedopt sweep experiments/dadao/grid_quick.sweep.yaml     # cycle + time-varying RGG, t 120
+    python experiments/dadao/tables.py runs/dadao-grid-quick
 
-Problems: least squares and l2-regularised logistic regression (``lsq_*.yaml`` and
-``logreg_*.yaml`` next to this file, n = 16 nodes). Graphs: star, complete, cycle, path,
-4x4 grid, barbell (two 8-cliques) and a time-varying cycle of 10 random geometric graphs.
-Algorithms: DADAO, ADOM+ (one gossip step per round, and multi-consensus), MSDA, the
-continuized accelerated gossip and asynchronous gossip with full gradients.
+The cells are defined by ``grid.sweep.yaml``: problems x graphs (the base files
+``lsq_*.yaml`` and ``logreg_*.yaml``, n = 16) x methods (DADAO, ADOM+ with one gossip
+step per round and multi-consensus, MSDA, continuized, asynchronous gossip with full
+gradients), each method with its stop rule. This script only reads the run directories.
 
 Budget: every method gets the same number of local gradients on average. The event
 methods run to ``t = T`` (n gradients per time unit: DADAO and async gossip on the
 nodes' clocks, continuized with 2 gradients per edge event at edge rate n/2); the round
-methods run ``T`` rounds (n gradients per round). ``T = 600`` (``--quick``: 120).
+methods run ``T`` rounds (n gradients per round); ``T`` is read from the cells.
 
 Metric: least squares reports ``relative_sq_distance`` = mean_i ||x_i - x*||^2 over its
 start. The logistic problem has no closed-form optimum, so fedopt records only the loss
@@ -26,11 +26,12 @@ evaluated by the problem's own (float32) loss so that both sides round alike.
 For each cell the table gives the gradients, communications (edge activations: edge
 events for event methods, messages / 2 for round methods, each gossip step activating
 every edge once) and bytes spent at the first record where the metric is <= 1e-6, or
-"not reached" with the final value. Run directories go under ``runs/dadao-grid/``
-(``runs/dadao-grid-quick/``); per (problem, graph) ``fedopt report`` writes
-``report.png`` and this script writes ``axes.png`` (metric against gradients and
-against communications, round methods included); per problem ``<problem>_grid.png``
-puts all graphs in one figure; ``table.md`` and ``results.json`` hold the numbers.
+"not reached" with the final value. A method the sweep excludes (MSDA and continuized on
+logistic regression and on the time-varying graph) is "n/a" with the reason fedopt gives
+when asked to compile it. Per (problem, graph) the script writes ``report.png`` (``fedopt
+report``) and ``axes.png`` (metric against gradients and against communications, round
+methods included) into ``SWEEP_DIR/<problem>_<graph>/``; per problem
+``<problem>_grid.png``; ``dadao_table.md`` and ``dadao_results.json`` hold the numbers.
 """
 
 from __future__ import annotations
@@ -41,9 +42,7 @@ import io
 import json
 import math
 import sys
-import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,44 +59,25 @@ GRAPHS = {
     "barbell": "barbell 8+8",
     "rgg": "time-varying RGG (10)",
 }
-QUICK_GRAPHS = ("cycle", "rgg")
 
 
 @dataclass(frozen=True)
 class Method:
-    """One column of the grid: an algorithm with its overrides and schedule."""
+    """One column of the grid: the method's option name in grid.sweep.yaml, label, schedule."""
 
     key: str
     label: str
     schedule: str  # "events" or "rounds"
-    overrides: tuple[str, ...] = field(default_factory=tuple)
 
 
 METHODS = (
-    Method("dadao", "DADAO", "events", ("algorithm.name=dadao",)),
-    Method("adom_plus", "ADOM+", "rounds", ("algorithm.name=adom_plus",)),
-    Method(
-        "adom_plus_mc",
-        "ADOM+ multi-consensus",
-        "rounds",
-        ("algorithm.name=adom_plus", "algorithm.multi_consensus=true"),
-    ),
-    Method("msda", "MSDA", "rounds", ("algorithm.name=msda",)),
-    Method("continuized", "Continuized", "events", ("algorithm.name=continuized",)),
-    Method(
-        "async_gossip",
-        "async gossip (full grad, lr 0.05)",
-        "events",
-        ("algorithm.name=async_gossip_sgd", "algorithm.stochastic=false"),
-    ),
+    Method("dadao", "DADAO", "events"),
+    Method("adom_plus", "ADOM+", "rounds"),
+    Method("adom_plus_mc", "ADOM+ multi-consensus", "rounds"),
+    Method("msda", "MSDA", "rounds"),
+    Method("continuized", "Continuized", "events"),
+    Method("async_gossip", "async gossip (full grad, lr 0.05)", "events"),
 )
-
-
-def stop_overrides(method: Method, budget: int) -> list[str]:
-    """Same average number of gradients for every method (n per time unit / per round)."""
-    if method.schedule == "events":
-        return [f"stop.sim_time_s={budget}", "stop.rounds=null"]
-    return [f"stop.rounds={budget}", "stop.sim_time_s=null"]
 
 
 # ----------------------------------------------------------------------------- graph facts
@@ -110,11 +90,11 @@ def graph_facts(plan: Any) -> dict[str, Any]:
     from fedopt.topology import spectral_facts
 
     topo = plan.topology
-    graphs = member_graphs(topo, "run_grid")
+    graphs = member_graphs(topo, "tables")
     facts = [spectral_facts(g) for g in graphs]
     chi1 = max(float(f["dadao_chi1"]) for f in facts)
     chi2 = max(float(f["dadao_chi2"]) for f in facts)
-    chi = graph_chi(topology_members(topo, "run_grid"))
+    chi = graph_chi(topology_members(topo, "tables"))
     return {
         "edges": round(sum(g.number_of_edges() for g in graphs) / len(graphs), 1),
         "chi1": chi1,
@@ -403,62 +383,30 @@ def na_reason(exc: Exception) -> str:
     return f"n/a ({msg.splitlines()[0][:80]})"
 
 
-def same_config(run_dir: Path, config: Any) -> bool:
-    """Whether ``run_dir`` is a finished run of exactly ``config`` (output settings aside)."""
-    from fedopt.config import read_yaml, validate
-    from fedopt.run import config_digest
-
-    if not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "summary.json").is_file():
-        return False
-    try:
-        stored = validate(read_yaml(run_dir / "config.yaml"), HERE)
-    except Exception:
-        return False
-    return config_digest(stored) == config_digest(config)
-
-
-def run_cell(
-    yaml_path: Path, method: Method, budget: int, out_dir: Path, reuse: bool = False
-) -> dict[str, Any]:
-    """Run one cell into ``out_dir``; an ``na`` entry when fedopt refuses (or crashes on) it."""
-    from fedopt.config import load_experiment
+def not_run_reason(res: Any, spec: Any, name: str) -> str:
+    """Why a cell of the full grid has no run: fedopt's refusal when the sweep excludes
+    it, else its failure (or "not run")."""
+    from fedopt.config import validate
     from fedopt.engine.compile import compile_plan
     from fedopt.errors import ConfigError
-    from fedopt.run import run_experiment
+    from fedopt.sweep.expand import expand
 
-    overrides = [*method.overrides, *stop_overrides(method, budget), "engine.threads=1"]
-    config = load_experiment(yaml_path, overrides)
+    entry = res.manifest["cells"].get(name)
+    if entry is not None and entry.get("status") == "failed":
+        return f"n/a (fedopt crashed: {(entry.get('error') or '?').split(':')[0]})"
+    cell = next((c for c in expand(replace(spec, exclude=())) if c.name == name), None)
+    if cell is None:
+        return "n/a (not in the sweep)"
     try:
-        compile_plan(config, base_dir=yaml_path.parent)
+        compile_plan(validate(cell.raw, cell.base_dir), base_dir=cell.base_dir)
     except ConfigError as exc:
-        return {"na": na_reason(exc), "error": str(exc)}
-    if reuse and same_config(out_dir, config):
-        return {"run_dir": str(out_dir), "reused": True}
-    t0 = time.perf_counter()
-    try:
-        run_dir = run_experiment(
-            config, base_dir=yaml_path.parent, out_dir=out_dir, overwrite=True, progress=False
-        )
-    except ConfigError as exc:
-        return {"na": na_reason(exc), "error": str(exc)}
-    except Exception as exc:  # a crash inside fedopt: record it, keep going
-        tb = traceback.format_exc(limit=3)
-        print(tb, file=sys.stderr)
-        return {"na": f"n/a (fedopt crashed: {type(exc).__name__})", "error": tb}
-    return {"run_dir": str(run_dir), "wall_s": time.perf_counter() - t0}
+        return na_reason(exc)
+    return "n/a (not run yet)"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="cycle + RGG only, budget 120")
-    ap.add_argument("--out", default=None, help="root of the run dirs (default runs/dadao-grid)")
-    ap.add_argument("--budget", type=int, default=None, help="t and rounds (default 600)")
-    ap.add_argument("--problems", nargs="*", default=list(PROBLEMS), choices=list(PROBLEMS))
-    ap.add_argument(
-        "--reuse",
-        action="store_true",
-        help="keep finished run dirs whose config matches (re-make only tables and plots)",
-    )
+    ap.add_argument("sweep_dir", nargs="?", default="runs/dadao-grid", help="a finished sweep")
     args = ap.parse_args(argv)
 
     import torch
@@ -467,69 +415,74 @@ def main(argv: list[str] | None = None) -> int:
     from fedopt.config import load_experiment
     from fedopt.engine.compile import compile_plan
     from fedopt.results.report import report
+    from fedopt.sweep.results import SweepResults
+    from fedopt.sweep.spec import load_sweep
 
-    graphs = list(QUICK_GRAPHS) if args.quick else list(GRAPHS)
-    budget = args.budget or (120 if args.quick else 600)
-    root = Path(args.out or ("runs/dadao-grid-quick" if args.quick else "runs/dadao-grid"))
-    root.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
+    res = SweepResults.load(args.sweep_dir)
+    root = res.folder
+    spec = load_sweep(res.manifest["source"])
+    cells = {c.name: c for c in res.cells}
+    stems = list(dict.fromkeys(c.columns["experiment"] for c in res.cells))
+    problems = [p for p in PROBLEMS if any(s.startswith(p + "_") for s in stems)]
+    graphs = [g for g in GRAPHS if any(s.endswith("_" + g) for s in stems)]
+    budget = None
     results: dict[str, Any] = {}
-    for problem in args.problems:
-        for g in graphs:
-            yaml_path = HERE / f"{problem}_{g}.yaml"
-            base = load_experiment(yaml_path)
-            cell_dir = root / f"{problem}_{g}"
-            entry: dict[str, Any] = {
-                "yaml": str(yaml_path.relative_to(HERE.parents[1])),
-                "facts": graph_facts(compile_plan(base, base_dir=HERE)),
-                "cells": {},
-            }
-            if problem == "logreg":
-                entry.update(logistic_optimum(base))
-            f_star = entry.get("f_star")
-            for m in METHODS:
-                cell = run_cell(yaml_path, m, budget, cell_dir / m.key, args.reuse)
-                if "run_dir" in cell:
-                    recs = read_records(Path(cell["run_dir"]))
-                    cell.update(summarize_cell(recs, problem, f_star, m.schedule))
-                    status = (
-                        f"1e-6 at {cell['gradients']} grads, {cell['communications']:.0f} comms"
-                        if cell["reached"]
-                        else f"not reached (final {cell['final']:.2e})"
-                    )
-                    took = "reused" if cell.get("reused") else f"{cell['wall_s']:5.1f}s"
-                    print(f"{problem:7s} {g:9s} {m.key:13s} {took:>6s}  {status}")
-                else:
-                    print(f"{problem:7s} {g:9s} {m.key:13s}   -    {cell['na']}")
-                entry["cells"][m.key] = cell
-            dirs = [Path(c["run_dir"]) for c in entry["cells"].values() if "run_dir" in c]
+    for stem in stems:
+        problem, g = stem.split("_", 1)
+        yaml_path = HERE / f"{stem}.yaml"
+        base = load_experiment(yaml_path)
+        entry: dict[str, Any] = {
+            "yaml": str(yaml_path.relative_to(HERE.parents[1])),
+            "facts": graph_facts(compile_plan(base, base_dir=HERE)),
+            "cells": {},
+        }
+        if problem == "logreg":
+            entry.update(logistic_optimum(base))
+        f_star = entry.get("f_star")
+        for m in METHODS:
+            name = f"{stem}/{m.key}"
+            c = cells.get(name)
+            if c is None or not c.done:
+                cell: dict[str, Any] = {"na": not_run_reason(res, spec, name)}
+            else:
+                cell = {"run_dir": str(c.path), "wall_s": c.entry.get("wall_s")}
+                cell.update(summarize_cell(c.records, problem, f_star, m.schedule))
+                stop = c.config.get("stop", {})
+                budget = budget or stop.get("sim_time_s") or stop.get("rounds")
+            entry["cells"][m.key] = cell
+        dirs = [Path(c["run_dir"]) for c in entry["cells"].values() if "run_dir" in c]
+        if dirs:
             with contextlib.redirect_stdout(io.StringIO()) as buf:  # `fedopt report`
-                report(dirs, cell_dir)
-            (cell_dir / "report.txt").write_text(buf.getvalue())
+                report(dirs, root / stem)
+            (root / stem / "report.txt").write_text(buf.getvalue())
             axes_plot(
                 entry["cells"],
                 problem,
                 f_star,
-                cell_dir / "axes.png",
+                root / stem / "axes.png",
                 f"{PROBLEMS[problem]}, {GRAPHS[g]}, n = 16",
             )
-            results[f"{problem}_{g}"] = entry
-    for problem in args.problems:
+        results[stem] = entry
+    budget = int(budget or 0)
+    for problem in problems:
         problem_figure(results, problem, graphs, root / f"{problem}_grid.png")
-    elapsed = time.perf_counter() - t_start
     md = "\n\n".join(
         f"**{PROBLEMS[p]}** (gradients / communications / bytes to 1e-6)\n\n"
         + compact_table(results, p, graphs)
-        for p in args.problems
+        for p in problems
     )
-    md += "\n\n" + "\n\n".join(table(results, p, graphs, budget) for p in args.problems)
-    kind = ("--quick" if args.quick else "full") + (", reusing run dirs" if args.reuse else "")
-    md += f"\n\nGrid wall time: {elapsed:.0f} s ({kind}).\n"
-    (root / "table.md").write_text(md)
-    (root / "results.json").write_text(json.dumps({"budget": budget, "results": results}, indent=1))
-    print()
+    md += "\n\n" + "\n\n".join(table(results, p, graphs, budget) for p in problems)
+    walls = [c.entry.get("wall_s") or 0.0 for c in res.cells if c.done]
+    md += (
+        f"\n\n{len(walls)} cells; the sum of their run times is {sum(walls):.0f} s "
+        f"(sweep {res.manifest['sweep']!r}).\n"
+    )
+    (root / "dadao_table.md").write_text(md)
+    (root / "dadao_results.json").write_text(
+        json.dumps({"budget": budget, "results": results}, indent=1)
+    )
     print(md)
-    print(f"run dirs, plots and table under {root}/")
+    print(f"tables and plots under {root}/")
     return 0
 
 
