@@ -1,8 +1,8 @@
 """FZooS (spec fzoos.md 2.4): queries, messages, the shared features, the N = 1 case.
 
-Every run here is the conformance entry's small quadratic (``algorithm_info.FZOOS``,
-``dim = 6``, ``M = 64``, ``T = 3``); the GP and RFF mathematics has its own tests in
-``tests/zo/``.
+Every run here is the conformance entry's setting (``algorithm_info.FZOOS`` on the
+black-box ``zo_quadratic``, ``dim = 8``, ``M = 64``, ``T = 3``); the GP and RFF
+mathematics has its own tests in ``tests/zo/``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from algorithm_info import ALGORITHM_INFOS, FZOOS, FZOOS_M, QUAD
+from algorithm_info import ALGORITHM_INFOS, FZOOS, FZOOS_M, ZO_QUAD
 from helpers import experiment, run
 
 from fedopt.config import validate
@@ -27,7 +27,7 @@ def _raw(n: int = 5, rounds: int = 4, problem: dict | None = None, **algorithm: 
     return experiment(
         topology={"name": "star", "n": n},
         algorithm={**FZOOS, **algorithm},
-        problem=problem or QUAD,
+        problem=problem or ZO_QUAD,
         stop={"rounds": rounds},
         eval={"every": 1},
     )
@@ -69,10 +69,10 @@ def test_the_default_round_asks_107_queries() -> None:
 def test_messages_are_metered_per_spec_2_6(dtype: str) -> None:
     # per client and round: x up and down (d floats), theta up (M + 2: y_min, y_max) and
     # theta_bar down (M), in the problem's dtype
-    raw = _raw(problem={**QUAD, "dtype": dtype})
+    raw = _raw(problem={**ZO_QUAD, "dtype": dtype})
     _, result, _ = run(raw)
     size = 8 if dtype == "float64" else 4
-    d, M, msgs = QUAD["dim"], FZOOS_M, 4 * 4
+    d, M, msgs = ZO_QUAD["dim"], FZOOS_M, 4 * 4
     want = {
         "x": [msgs, msgs * (d * size + HEADER)],
         "x_global": [msgs, msgs * (d * size + HEADER)],
@@ -129,7 +129,7 @@ def test_the_features_are_bit_identical_on_the_server_and_every_client() -> None
     feats = [Worker(plan, np.array(h), torch.device("cpu")).algorithm.features for h in shards]
     for f in feats[1:]:
         assert torch.equal(f.W8, feats[0].W8) and torch.equal(f.b8, feats[0].b8)
-    assert feats[0].W.shape == (QUAD["dim"], FZOOS_M)
+    assert feats[0].W.shape == (ZO_QUAD["dim"], FZOOS_M)
 
 
 def test_neighbourhoods_beyond_the_history_use_all_of_it() -> None:
