@@ -388,4 +388,81 @@ for _name in ("fedzo", "fedprox_zo", "scaffold_zo1", "scaffold_zo2"):
         )
     )
 
+# FZooS on the black-box quadratic of the FD baselines (d = 8, small query noise), a few
+# features and short neighbourhoods so that a round takes milliseconds; messages carry x
+# (dim floats), theta (M floats) down and theta + (y_min, y_max) (M + 2 floats) up
+FZOOS_M = 64
+FZOOS = {
+    "name": "fzoos",
+    "lr": 0.03,
+    "features": FZOOS_M,
+    "local_steps": 3,
+    "gp_neighbourhood": 24,
+    "rff_neighbourhood": 48,
+    "local_candidates": 16,
+    "local_keep": 2,
+    "agg_candidates": 24,
+    "agg_keep": 8,
+}
+ROUND_INFOS.append(
+    AlgorithmInfo(
+        "fzoos",
+        experiment(  # on 2 Ray actors: {server, client 1} and {clients 2, 3}, batches 1 and 2
+            topology={"name": "star", "n": 4},
+            algorithm={**FZOOS, "noise_std": 1e-4},
+            problem=ZO_QUAD,
+            stop={"rounds": 20},
+            eval={"every": 20},
+        ),
+        tol=0.05,  # from F(x_0) - F* = 1.93; Adam's constant step leaves a floor near 1e-2
+        metric="loss_gap",
+        floats=(ZO_QUAD["dim"], FZOOS_M, FZOOS_M + 2),
+        bad_inputs=(
+            bad("algorithm.features=0", "algorithm.features", "greater than or equal to 1", id="M"),
+            bad("algorithm.lengthscale=0", "algorithm.lengthscale", "greater than 0", id="ell"),
+            bad(
+                "algorithm.lengthscale_bounds=[1.0, 0.5]",
+                "algorithm.lengthscale_bounds",
+                "0 < low < high",
+                id="ml2-bounds",
+            ),
+            bad(
+                "algorithm.rff_lengthscale=-1",
+                "algorithm.rff_lengthscale",
+                "greater than 0",
+                id="rff-ell",
+            ),
+            bad(
+                "algorithm.local_keep=20",
+                "algorithm.local_keep",
+                "16 local_candidates",
+                id="keep-more-than-candidates",
+            ),
+            bad(
+                "algorithm.safeguard=oracle",
+                "algorithm.safeguard",
+                "true global F",
+                "'federated'",
+                id="unmetered-safeguard",
+            ),
+            bad("topology.name=ring", "star", "fzoos", id="not-a-star"),
+            bad(
+                (),
+                "noisy_queries",
+                "digits_softmax",
+                id="no-queries",
+                sections={"problem": {"name": "digits_softmax"}},
+            ),
+            bad("faults.drop=0.1", "faults", "remove the faults section", id="faults"),
+            bad(
+                "stop.rounds=100000000",
+                "stop.rounds",
+                "fzoos keeps every query",
+                "more than the memory budget",
+                id="history-too-large",
+            ),
+        ),
+    )
+)
+
 ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}

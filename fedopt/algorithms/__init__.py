@@ -11,6 +11,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     dsgd,
     fedavg,
     fedzo,
+    fzoos,
     geomed,
     learn,
     monna,

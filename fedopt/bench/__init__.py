@@ -18,7 +18,18 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             nodes=args.nodes or 32,
             dim=args.dim or 2000,
         )
-    defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000}
+    if args.workload == "fzoos":
+        from fedopt.bench.fzoos import bench_fzoos
+
+        return bench_fzoos(
+            clients=args.clients or 5,
+            dim=args.dim or 300,
+            history=args.history,
+            features=args.features,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+        )
+    defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000, "clients": 1000}
     args = argparse.Namespace(
         **{**vars(args), **{k: v for k, v in defaults.items() if getattr(args, k) is None}}
     )

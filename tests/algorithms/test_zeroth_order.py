@@ -210,7 +210,7 @@ def test_gradient_methods_refuse_black_boxes(algorithm: str, topology: str) -> N
     assert str(err.value) == (
         f"algorithm.name: algorithm {algorithm!r} uses gradients, but problem 'zo_quadratic' "
         "is a black box (capability 'noisy_queries' only, no gradients); zeroth-order "
-        "algorithms: fedprox_zo, fedzo, scaffold_zo1, scaffold_zo2. Fix: set algorithm.name "
+        "algorithms: fedprox_zo, fedzo, fzoos, scaffold_zo1, scaffold_zo2. Fix: set algorithm.name "
         "to one of them, or pick a problem with gradients"
     )
 
