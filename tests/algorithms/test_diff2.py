@@ -222,27 +222,13 @@ def test_a_resumed_diff2_run_equals_the_uninterrupted_one(tmp_path, monkeypatch)
     """The server's v, x_{r-1}, the clients' last model and the ledger are checkpointed."""
     import json
 
+    from helpers import crash_and_resume
+
     from fedopt.algorithms.diff2 import Diff2
-    from fedopt.run import checkpoint_path, run_experiment
 
     raw = _raw({"name": "diff2", "lr": 0.2, "tau": 0.3, "epsilon": 4.0}, rounds=10)
     raw["output"] = {"checkpoint_every": 4}
-    cfg = validate(raw)
-    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
-    original = Diff2.round
-
-    def crash_at_6(self, state, t):
-        if t == 6:
-            raise KeyboardInterrupt("driver killed")
-        return original(self, state, t)
-
-    monkeypatch.setattr(Diff2, "round", crash_at_6)
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out_dir=out, progress=False)
-    assert checkpoint_path(out).is_file()
-    monkeypatch.setattr(Diff2, "round", original)
-    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
+    ref, resumed = crash_and_resume(validate(raw), Diff2, 6, tmp_path, monkeypatch)
     a = json.loads((resumed / "summary.json").read_text())
     b = json.loads((ref / "summary.json").read_text())
     assert a["params_sha256"] == b["params_sha256"]

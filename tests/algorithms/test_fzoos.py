@@ -176,33 +176,14 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, monkeypatch) -> No
     # the histories, weights and query counters are state; W, b and Adam are rebuilt
     import json
 
+    from helpers import crash_and_resume, run_records
+
     from fedopt.algorithms.fzoos import FZooS
-    from fedopt.run import checkpoint_path, run_experiment
 
     raw = _raw(rounds=5, noise_std=0.01)
     raw["output"] = {"checkpoint_every": 2}
-    cfg = validate(raw)
-    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
-    original = FZooS.round
-
-    def crash_at_3(self, state, t):
-        if t == 3:
-            raise KeyboardInterrupt("driver killed")
-        return original(self, state, t)
-
-    monkeypatch.setattr(FZooS, "round", crash_at_3)
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out_dir=out, progress=False)
-    assert checkpoint_path(out).is_file()
-    monkeypatch.setattr(FZooS, "round", original)
-    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
-
-    def lines(path):
-        rows = (path / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"} for r in rows]
-
-    assert lines(resumed) == lines(ref)
+    ref, resumed = crash_and_resume(validate(raw), FZooS, 3, tmp_path, monkeypatch)
+    assert run_records(resumed) == run_records(ref)
     a = json.loads((resumed / "summary.json").read_text())
     b = json.loads((ref / "summary.json").read_text())
     assert a["params_sha256"] == b["params_sha256"] and a["queries_total"] == b["queries_total"]

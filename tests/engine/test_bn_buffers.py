@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import experiment, run
+from helpers import crash_and_resume, experiment, run, run_records
 
 from fedopt.algorithms.dsgd import DSGD
 from fedopt.algorithms.fedavg import FedAvg
@@ -16,7 +16,6 @@ from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
 from fedopt.errors import ConfigError
 from fedopt.problems import PROBLEMS
-from fedopt.run import checkpoint_path, run_experiment
 
 BN = {  # buf_dim = 2 * (3 + 4) = 14: running mean and variance of bn1 (3) and bn2 (4)
     "name": "digits_model",
@@ -180,29 +179,9 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch, al
     raw = (fedavg if algo == "fedavg" else dsgd)(rounds=5)
     raw["output"] = {"checkpoint_every": 2}
     raw["eval"] = {"every": 1}
-    cfg = validate(raw)
-    ref = run_experiment(cfg, out_dir=tmp_path / "ref", progress=False)
     cls = FedAvg if algo == "fedavg" else DSGD
-    original = cls.round
-
-    def crash_at_3(self, state, t):
-        if t == 3:
-            raise KeyboardInterrupt("driver killed")
-        return original(self, state, t)
-
-    monkeypatch.setattr(cls, "round", crash_at_3)
-    out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        run_experiment(cfg, out_dir=out, progress=False)
-    assert checkpoint_path(out).is_file()
-    monkeypatch.setattr(cls, "round", original)
-    resumed = run_experiment(cfg, out_dir=out, progress=False, resume=True)
-
-    def records(path: Path) -> list[dict]:
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(x).items() if k != "wall_time_s"} for x in lines]
-
-    assert records(resumed) == records(ref)
+    ref, resumed = crash_and_resume(validate(raw), cls, 3, tmp_path, monkeypatch)
+    assert run_records(resumed) == run_records(ref)
     a, b = (json.loads((p / "summary.json").read_text()) for p in (resumed, ref))
     assert a["params_sha256"] == b["params_sha256"]
     assert a["buf_dim"] == 14 and a["dim"] == b["dim"] == 319
