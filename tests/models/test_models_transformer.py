@@ -98,6 +98,6 @@ def test_bad_shapes_are_refused(kwargs: dict, message: str) -> None:
 
 def test_a_sequence_longer_than_the_context_is_an_error() -> None:
     model = MODELS.get("byte_lm")(**SMALL)
-    x, y = _inputs(1, 1, 13)
+    x, _ = _inputs(1, 1, 13)
     with pytest.raises(ValueError, match=r"13 tokens exceeds the model's context of 12"):
         model.forward(model.init_params(0, [0]), x)

@@ -368,3 +368,17 @@ def test_fedavg_lowers_the_held_out_loss(tmp_path) -> None:
     assert [r["round"] for r in result.records] == [0, 3, 6]
     assert losses[0] == pytest.approx(3.164, abs=0.01)  # the pre-trained model's
     assert losses[-1] < losses[0] - 0.15, losses  # measured 3.164 -> 3.043 -> 2.960
+
+
+@pytest.mark.slow
+def test_default_pretraining_reaches_the_documented_loss(tmp_path) -> None:
+    # the default model (137,216 parameters), 300 Adam steps: experiments/ferret/LM.md
+    pre.clear_memo()
+    s = {"name": "tiny_lm", "pretrain": {"cache_dir": str(tmp_path)}}
+    oracle = build(s, [0], 71)
+    res = oracle.pretrained
+    assert float(res.losses[0]) == pytest.approx(5.734, abs=0.01)
+    assert float(res.losses[-20:].mean()) == pytest.approx(2.047, abs=0.01)
+    test = oracle.evaluate_test(res.params)
+    assert test["test_loss"] == pytest.approx(1.921, abs=0.01)
+    assert test["test_accuracy"] == pytest.approx(0.494, abs=0.005)

@@ -58,6 +58,7 @@ from fedopt.problems.lm.clients import WindowSampler, dirichlet_weights, task_we
 from fedopt.problems.lm.corpus import heldout_windows, load_corpus, split_topics
 from fedopt.problems.lm.pretrain import (
     PretrainResult,
+    cache_key,
     cached_pretrain,
     default_cache_dir,
     pretrain,
@@ -237,6 +238,7 @@ class TinyLMOracle(CountedQueries, Oracle):
             tail = self.pretrained.losses[max(0, n - 20) :]
             self.info["pretrain_first_loss"] = float(self.pretrained.losses[0])
             self.info["pretrain_last20_loss"] = float(tail.mean())
+            self.info["pretrain_key"] = self.pretrained.key
 
     # ------------------------------------------------------------------ pre-training
 
@@ -453,6 +455,7 @@ class TinyLM(Problem):
             "heldout_topics": len(split.heldout),
             "split": cfg.split.kind,
             "pretrain_steps": cfg.pretrain.steps,
+            "pretrain_cache_file": f"tiny_lm-{cache_key(_pretrain_spec(cfg))[:16]}.pt",
         }
 
 
