@@ -167,6 +167,8 @@ def test_pretraining_lowers_the_loss_and_its_cache_returns_the_same_bits(tmp_pat
     assert float(res.losses[-10:].mean()) < 3.3  # measured 3.10 (60 steps, width 16)
     files = list(tmp_path.glob("tiny_lm-*.pt"))
     assert [f.name for f in files] == [f"tiny_lm-{res.key[:16]}.pt"]
+    summary = P.PROBLEMS.get("tiny_lm").summary(P.parse_problem_config(s))
+    assert summary["pretrain_cache_file_cpu"] == files[0].name  # named before it exists
     x0 = first.init_params(torch.arange(2))
     assert torch.equal(x0[0], res.params) and torch.equal(x0[1], res.params)
     scratch = build(spec(), [0], 4).evaluate_test(first.model.init_params(0, [0])[0])

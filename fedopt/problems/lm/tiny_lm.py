@@ -261,7 +261,8 @@ class TinyLMOracle(CountedQueries, Oracle):
         folder = None
         if p.cache:
             folder = default_cache_dir() if p.cache_dir is None else Path(p.cache_dir).expanduser()
-        return cached_pretrain(_pretrain_spec(cfg), run, folder)
+        spec = {**_pretrain_spec(cfg), "device": self.device.type}  # CPU and GPU bits differ
+        return cached_pretrain(spec, run, folder)
 
     # ------------------------------------------------------------------ helpers
 
@@ -448,6 +449,7 @@ class TinyLM(Problem):
         m = cfg.model
         corpus = load_corpus(cfg.corpus)
         split = split_topics(corpus, cfg.heldout_topics, cfg.seq_len + 1, cfg.split_seed)
+        key = _pretrain_spec(cfg) | {"device": "cpu"}
         return {
             "dim": param_count(m.layers, m.d_model, m.context, m.mlp_ratio),
             "corpus": cfg.corpus,
@@ -455,7 +457,7 @@ class TinyLM(Problem):
             "heldout_topics": len(split.heldout),
             "split": cfg.split.kind,
             "pretrain_steps": cfg.pretrain.steps,
-            "pretrain_cache_file": f"tiny_lm-{cache_key(_pretrain_spec(cfg))[:16]}.pt",
+            "pretrain_cache_file_cpu": f"tiny_lm-{cache_key(key)[:16]}.pt",
         }
 
 
