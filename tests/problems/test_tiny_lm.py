@@ -120,6 +120,19 @@ def test_task_split_gives_every_client_its_topics() -> None:
         assert np.allclose(W[r, own], windows[own] / windows[own].sum())
 
 
+def test_a_task_client_sees_only_its_own_topics() -> None:
+    oracle = build(spec(split={"kind": "task", "topics_per_client": 2}), [0, 5], 10)
+    train = oracle.split.train
+    for row, rank in enumerate([0, 5]):
+        own = task_topics(rank, len(train), 2, seed=3)
+        texts = [bytes(oracle.corpus.texts[int(train[j])]) for j in own]
+        names = {oracle.corpus.topics[int(train[j])] for j in own}
+        assert len(names) == 2
+        for step in (0, 1):
+            for w in oracle.batch(torch.tensor([row]), step)[0]:
+                assert any(bytes(w.to(torch.uint8).tolist()) in t for t in texts)
+
+
 def test_dirichlet_mixtures_sum_to_one_and_are_keyed_by_client() -> None:
     W = dirichlet_weights(np.arange(6), 71, 0.5, seed=2)
     assert W.shape == (6, 71) and (W >= 0).all()
