@@ -213,6 +213,27 @@ def test_a_cache_file_with_another_key_is_not_used(tmp_path) -> None:
     assert redo.source == "trained" and torch.equal(redo.params, res.params)
 
 
+def test_exact_match_is_teacher_forced_accuracy_on_every_completion_byte(tmp_path) -> None:
+    # greedy decoding reproduces the last c bytes iff every teacher-forced argmax there is right
+    s = spec(
+        completion_bytes=2,
+        pretrain={"steps": 60, "batch_size": 16, "lr": 0.01, "cache_dir": str(tmp_path)},
+    )
+    oracle = build(s, [0], 1)
+    x = oracle.pretrained.params
+    got = oracle.exact_match(x)
+    win = oracle._test_windows
+    logits = oracle.model.forward(x.unsqueeze(0), win[:, :-1].unsqueeze(0))[0]
+    right = (logits.argmax(-1) == win[:, 1:])[:, -2:].all(dim=1)
+    assert got.shape == (64,) and torch.equal(got, right)
+    assert int(got.sum()) == 15  # of 64 (measured)
+    m = oracle.evaluate_test(x)
+    assert m["test_exact_match"] == float(got.double().mean())
+    assert "test_exact_match" not in build(spec(), [0], 1).evaluate_test(x)
+    with pytest.raises(ConfigError, match=r"problem.completion_bytes: 17 exceeds seq_len=16"):
+        build(spec(completion_bytes=17), [0], 1)
+
+
 # ----------------------------------------------------------------------------- gradients
 
 

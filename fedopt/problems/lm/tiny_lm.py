@@ -29,7 +29,9 @@ fresh minibatch of ``batch_size`` windows keyed by ``(seed, "batch", rank, step)
 Every node starts from the pre-trained model (``init_params``; random initialisation
 with ``pretrain.steps: 0``). Metrics: ``loss`` (``sum_i p_i f_i``), and on the held-out
 topics ``test_loss`` (nats per byte) and ``test_accuracy`` (next-byte accuracy, greedy),
-over up to ``eval_sequences`` non-overlapping windows.
+over up to ``eval_sequences`` non-overlapping windows, and with ``completion_bytes: c``
+``test_exact_match``, the share of those windows whose last ``c`` bytes the model
+completes exactly by greedy decoding from the rest.
 
 Capabilities: ``model`` (the layout's named tensors are the parameter blocks; no
 buffers), ``batch_values`` (minibatch losses on ``grad``'s minibatch, counted
@@ -120,6 +122,12 @@ class TinyLMConfig(ProblemConfig):
     eval_sequences: int = Field(
         256, ge=1, le=COUNT_MAX, description="held-out windows in test_loss/test_accuracy"
     )
+    completion_bytes: int = Field(
+        0,
+        ge=0,
+        le=COUNT_MAX,
+        description="greedy completion length of test_exact_match (0: not measured)",
+    )
     model: LMModelConfig = Field(default_factory=LMModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     dtype: DTypeName = Field("float32", description="parameter and compute dtype")
@@ -130,6 +138,12 @@ class TinyLMConfig(ProblemConfig):
             raise ConfigError(
                 f"problem.seq_len: {self.seq_len} exceeds model.context={self.model.context} "
                 "(learned positions); use seq_len <= model.context or a longer context."
+            )
+        if self.completion_bytes > self.seq_len:
+            raise ConfigError(
+                f"problem.completion_bytes: {self.completion_bytes} exceeds seq_len="
+                f"{self.seq_len}; the prompt and its completion fill one window of seq_len + 1 "
+                "bytes. Use completion_bytes <= seq_len (e.g. 8)."
             )
         build_model(self)  # heads dividing d_model, ...
         return self
@@ -357,7 +371,28 @@ class TinyLMOracle(CountedQueries, Oracle):
     def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
         """Held-out loss (nats per byte) and next-byte accuracy of ``x`` (not counted)."""
         loss, acc = self._losses(x.reshape(1, -1), self._test_windows.unsqueeze(0))
-        return {"test_loss": float(loss[0]), "test_accuracy": float(acc[0])}
+        out = {"test_loss": float(loss[0]), "test_accuracy": float(acc[0])}
+        if self.config.completion_bytes:
+            out["test_exact_match"] = float(self.exact_match(x).double().mean())
+        return out
+
+    def exact_match(self, x: torch.Tensor) -> torch.Tensor:
+        """Greedy completions of the held-out windows: ``bool [m]``, whether all of them
+        are right.
+
+        Each window of ``seq_len + 1`` bytes is split into a prompt and its last ``c =
+        completion_bytes`` bytes. Then ``c`` greedy steps follow (the argmax byte, appended
+        to the prompt), each one forward pass over the whole prefix.
+        """
+        c = self.config.completion_bytes
+        win = self._test_windows
+        seq = win[:, : win.shape[1] - c].unsqueeze(0)
+        W = x.to(self.dtype).reshape(1, -1)
+        with torch.no_grad():
+            for _ in range(c):
+                nxt = self.model.forward(W, seq)[:, :, -1].argmax(dim=-1, keepdim=True)
+                seq = torch.cat([seq, nxt], dim=2)
+        return (seq[0, :, -c:] == win[:, -c:]).all(dim=1)
 
     # ------------------------------------------------------------------ capability: model
 
