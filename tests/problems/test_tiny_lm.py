@@ -226,7 +226,7 @@ def test_exact_match_is_teacher_forced_accuracy_on_every_completion_byte(tmp_pat
     logits = oracle.model.forward(x.unsqueeze(0), win[:, :-1].unsqueeze(0))[0]
     right = (logits.argmax(-1) == win[:, 1:])[:, -2:].all(dim=1)
     assert got.shape == (64,) and torch.equal(got, right)
-    assert int(got.sum()) == 15  # of 64 (measured)
+    assert 10 <= int(got.sum()) <= 20  # of 64; 15 measured
     m = oracle.evaluate_test(x)
     assert m["test_exact_match"] == float(got.double().mean())
     assert "test_exact_match" not in build(spec(), [0], 1).evaluate_test(x)
