@@ -115,7 +115,9 @@ class TinyLMConfig(ProblemConfig):
     )
     heldout_topics: int = Field(8, ge=1, le=COUNT_MAX, description="topics held out for eval")
     split_seed: int = Field(0, ge=0, le=2**62, description="seed of the held-out draw")
-    split: LMSplitConfig = Field(default_factory=LMSplitConfig)
+    split: LMSplitConfig = Field(
+        default_factory=LMSplitConfig, description="training topics per client (task/dirichlet)"
+    )
     value_sequences: int = Field(
         16, ge=1, le=COUNT_MAX, description="fixed windows per client defining f_i"
     )
@@ -128,8 +130,12 @@ class TinyLMConfig(ProblemConfig):
         le=COUNT_MAX,
         description="greedy completion length of test_exact_match (0: not measured)",
     )
-    model: LMModelConfig = Field(default_factory=LMModelConfig)
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    model: LMModelConfig = Field(
+        default_factory=LMModelConfig, description="shape of the byte transformer"
+    )
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig, description="centralised pre-training (cached)"
+    )
     dtype: DTypeName = Field("float32", description="parameter and compute dtype")
 
     @model_validator(mode="after")
