@@ -6,6 +6,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     continuized,
     cwtm,
     dadao,
+    dimat,
     diff2,
     dp_sgd,
     dsgd,
