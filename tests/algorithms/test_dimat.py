@@ -122,3 +122,29 @@ def test_t3_first_merge_gain_iid(topology: str) -> None:
     # 0.251 and 0.907 vs 0.532)
     assert am > 0.85
     assert am - wa > 0.4
+
+
+def test_simulated_time_charges_every_kind_of_merge_work() -> None:
+    raw = experiment(
+        topology={"name": "ring", "n": 5},
+        algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 1},
+        problem=CNN,
+        stop={"rounds": 1},
+        compute={
+            "step_time_s": 1.0,
+            "cost_s": {
+                "bn_reset_passes": 0.01,
+                "feature_passes": 0.1,
+                "assignments": 0.001,
+                "merges": 10.0,
+            },
+        },
+    )
+    _, result, worker = run(raw)
+    assert worker.oracle.counts.max() <= 320  # 5 local steps of 64, 5 BN-reset batches
+    rec = result.records[-1]
+    # per agent: 5 Adam steps; (2 + 2) BN resets of 5 batches; 3 feature passes;
+    # 2 neighbours x 2 merge points assignments; one merge; plus the links' transfer time
+    expected = 5 * 1.0 + 4 * 5 * 0.01 + 3 * 0.1 + 4 * 0.001 + 10.0
+    assert rec["sim_time_s"] == pytest.approx(expected, abs=1e-3)
+    assert rec["sim_time_s"] > expected
