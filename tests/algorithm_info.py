@@ -510,6 +510,12 @@ ROUND_INFOS.append(
                 id="merge-points-not-in-model",
             ),
             bad(
+                ("algorithm.merge=weight_average", "algorithm.merge_points=[conv1]"),
+                "algorithm.merge_points",
+                "aligns nothing",
+                id="merge-points-with-wa",
+            ),
+            bad(
                 ("algorithm.calibration=global", "engine.kind=ray"),
                 "algorithm.calibration",
                 "holds all agents' data",

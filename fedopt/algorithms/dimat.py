@@ -189,6 +189,12 @@ class DIMAT(Algorithm):
         smallest = int(info.get("min_node_samples", 0))
         with_point = [g for g, grp in layout.groups.items() if grp.point is not None]
         if cfg.merge == "weight_average":
+            if cfg.merge_points is not None:
+                raise ConfigError(
+                    f"algorithm.merge_points: {cfg.merge_points!r} given with merge: "
+                    "weight_average, which aligns nothing; leave merge_points out, or use "
+                    "merge: activation or weight_matching"
+                )
             points: list[str] = []
         else:
             known = with_point if cfg.merge == "activation" else list(layout.groups)
