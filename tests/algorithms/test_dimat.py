@@ -149,3 +149,26 @@ def test_simulated_time_charges_every_kind_of_merge_work() -> None:
     expected = 5 * 1.0 + 4 * 5 * 0.01 + 3 * 0.1 + 4 * 0.001 + 10.0
     assert rec["sim_time_s"] == pytest.approx(expected, abs=1e-4)
     assert rec["sim_time_s"] > expected
+
+
+def test_own_classes_accuracy_on_a_class_split() -> None:
+    """Each agent's accuracy on the test samples of the classes it holds (non-IID)."""
+    from fedopt.problems import PROBLEMS, parse_problem_config
+
+    cfg = parse_problem_config(
+        {**CNN, "partition": {"kind": "shards", "shards_per_node": 2}, "batch_size": 32}
+    )
+    oracle = PROBLEMS.get("digits_model").build(
+        cfg, seed=0, data_ranks=torch.arange(5), num_data_nodes=5, device=torch.device("cpu")
+    )
+    rows = torch.arange(5)
+    X = oracle.init_params(rows)
+    B = oracle.reset_buffers(X, rows)[0]
+    ev = oracle.evaluate_nodes(X, rows, B)
+    for i in range(5):
+        held = set(oracle.labels[i, : int(oracle.counts[i])].tolist())
+        assert len(held) < 10
+        logits = oracle._logits(X[i : i + 1], oracle.X_test.unsqueeze(0), B[i : i + 1])[0]
+        keep = torch.tensor([int(y) in held for y in oracle.y_test])
+        hits = (logits.argmax(1) == oracle.y_test)[keep].double().mean()
+        assert float(ev["own_classes_test_accuracy"][i]) == pytest.approx(float(hits), abs=1e-12)
