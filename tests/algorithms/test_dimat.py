@@ -172,3 +172,19 @@ def test_own_classes_accuracy_on_a_class_split() -> None:
         keep = torch.tensor([int(y) in held for y in oracle.y_test])
         hits = (logits.argmax(1) == oracle.y_test)[keep].double().mean()
         assert float(ev["own_classes_test_accuracy"][i]) == pytest.approx(float(hits), abs=1e-12)
+
+
+@pytest.mark.slow  # ResNet-20 on CPU: ~20 s
+def test_resnet20_merges_with_twelve_permutations_per_neighbour() -> None:
+    raw = experiment(
+        topology={"name": "ring", "n": 3},
+        algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 1, "feature_samples": 64},
+        problem={**CNN, "model": {"name": "resnet20"}, "batch_size": 128},
+        stop={"rounds": 1},
+    )
+    _, result, _ = run(raw)
+    rec = result.records[-1]
+    assert rec["messages_total"] == 6
+    assert rec["bytes_total"] == 6 * ((292_666 + 1_568) * 4 + 32)
+    assert rec["assignments_total"] == 6 * 12  # 3 stages + 9 blocks per neighbour
+    assert rec["test_accuracy_min"] > 0.1  # better than chance after 5 steps and a merge
