@@ -188,3 +188,26 @@ def test_resnet20_merges_with_twelve_permutations_per_neighbour() -> None:
     assert rec["bytes_total"] == 6 * ((292_666 + 1_568) * 4 + 32)
     assert rec["assignments_total"] == 6 * 12  # 3 stages + 9 blocks per neighbour
     assert rec["test_accuracy_min"] > 0.1  # better than chance after 5 steps and a merge
+
+
+@pytest.mark.slow  # three runs: ~13 s
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch) -> None:
+    import json
+
+    from helpers import crash_and_resume, run_records
+
+    from fedopt.algorithms.dimat import DIMAT
+    from fedopt.config import validate
+
+    raw = experiment(
+        topology={"name": "ring", "n": 4},
+        algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 1},
+        problem=CNN,
+        stop={"rounds": 4},
+        eval={"every": 1},
+        output={"checkpoint_every": 2},
+    )
+    ref, resumed = crash_and_resume(validate(raw), DIMAT, 3, tmp_path, monkeypatch)
+    assert run_records(resumed) == run_records(ref)
+    a, b = (json.loads((p / "summary.json").read_text()) for p in (resumed, ref))
+    assert a["params_sha256"] == b["params_sha256"]
