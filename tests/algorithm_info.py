@@ -491,12 +491,12 @@ ROUND_INFOS.append(
         "dimat",
         experiment(
             topology={"name": "ring", "n": 4},
-            algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 4, "lr": 0.01},
+            algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 2, "lr": 0.01},
             problem=DIMAT_CNN,
             stop={"rounds": 4},
             eval={"every": 4},
         ),
-        tol=1.0,  # after-merge test loss averaged over agents, from 2.31 (measured 0.80)
+        tol=1.0,  # after-merge test loss averaged over agents, from 2.31 (measured 0.78)
         metric="test_loss",
         dim=678 + 24,
         itemsize=4,
