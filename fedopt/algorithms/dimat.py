@@ -275,10 +275,10 @@ class DIMAT(Algorithm):
         if self.buf_dim:
             state["buf"] = oracle.get_buffers(rows).to(ctx.dtype)  # type: ignore[attr-defined]
 
-    def _charge(self, kind: str, units: torch.Tensor, t: int) -> None:
-        """Charge ``units[j]`` of ``kind`` to hosted row ``j`` (grouped by value)."""
+    def _charge(self, kind: str, units: torch.Tensor, t: int, first: int = 0) -> None:
+        """Charge ``units[j]`` of ``kind`` to hosted row ``first + j`` (grouped by value)."""
         units = units.to(torch.int64).cpu()
-        local = torch.arange(len(units))
+        local = torch.arange(first, first + len(units))
         for u in torch.unique(units).tolist():
             if u > 0:
                 self.ctx.comm.compute(local[units == u], int(u), t, kind)
@@ -294,7 +294,7 @@ class DIMAT(Algorithm):
         Xm = nb.rows[:, :d]
         Bm = nb.rows[:, d:] if self.buf_dim else None
         if cfg.merge == "activation":
-            own, Xm, Bm = self._align_activations(x, buf, Xm, Bm, recv, deg, t)
+            own, Xm, Bm = self._align_chunks(x, buf, Xm, Bm, recv, deg, t)
         elif cfg.merge == "weight_matching":
             perms, solved = weight_matching_perms(
                 self.layout, x[recv], Xm, self.points, cfg.max_sweeps
@@ -313,7 +313,7 @@ class DIMAT(Algorithm):
             state["buf"] = b_new.to(ctx.dtype)
         state["x"] = x_new
 
-    def _align_activations(
+    def _align_chunks(
         self,
         x: torch.Tensor,
         buf: torch.Tensor | None,
@@ -323,10 +323,48 @@ class DIMAT(Algorithm):
         deg: torch.Tensor,
         t: int,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_align_activations` over chunks of ``engine.chunk_size`` receivers (the
+        messages are receiver-sorted), which bounds the memory of the feature pass."""
+        k, step = len(x), max(1, self.ctx.chunk_size)
+        if k <= step:
+            return self._align_activations(x, buf, Xm, Bm, recv, deg, t, 0)
+        parts = []
+        for a in range(0, k, step):
+            e = min(a + step, k)
+            m = (recv >= a) & (recv < e)
+            parts.append(
+                self._align_activations(
+                    x[a:e],
+                    buf[a:e] if buf is not None else None,
+                    Xm[m],
+                    Bm[m] if Bm is not None else None,
+                    recv[m] - a,
+                    deg[a:e],
+                    t,
+                    a,
+                )
+            )
+        own = torch.cat([p[0] for p in parts])
+        B_out = torch.cat([p[2] for p in parts]) if self.buf_dim else None  # type: ignore[misc]
+        return own, torch.cat([p[1] for p in parts]), B_out
+
+    def _align_activations(
+        self,
+        x: torch.Tensor,
+        buf: torch.Tensor | None,
+        Xm: torch.Tensor,
+        Bm: torch.Tensor | None,
+        recv: torch.Tensor,
+        deg: torch.Tensor,
+        t: int,
+        first: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """BN-reset and run the own and received models on the receivers' calibration
-        data; permute each received model to its receiver's. Returns the own packed rows
-        (BN-reset) and the permuted received rows."""
-        rows, k = self.ctx.data_rows, len(x)
+        data; permute each received model to its receiver's. Receivers are hosted rows
+        ``first ..``; ``recv`` indexes them from 0. Returns the own packed rows (BN-reset)
+        and the permuted received rows."""
+        k = len(x)
+        rows = self.ctx.data_rows[first : first + k]
         Xp = torch.cat([x, Xm])
         rows_p = torch.cat([rows, rows[recv]])
         Bp = None
@@ -334,13 +372,13 @@ class DIMAT(Algorithm):
             Bp, passes = self.calib.reset(Xp, rows_p)
             Bp = Bp.to(x.dtype)
             per = passes[:k].clone().index_add_(0, recv, passes[k:])
-            self._charge("bn_reset_passes", per, t)
+            self._charge("bn_reset_passes", per, t, first)
         feats = self.calib.features(Xp, rows_p, Bp, self.points)
-        self._charge("feature_passes", deg + 1, t)
+        self._charge("feature_passes", deg + 1, t, first)
         mine = {g: f[:k][recv] for g, f in feats.items()}
         theirs = {g: f[k:] for g, f in feats.items()}
         perms = activation_perms(mine, theirs)
-        self._charge("assignments", deg * len(self.points), t)
+        self._charge("assignments", deg * len(self.points), t, first)
         Bm_new = Bp[k:] if Bp is not None else None
         Xm, Bm_new = permute_groups(self.layout, Xm, Bm_new, perms)
         own = pack(x, Bp[:k]) if Bp is not None else x

@@ -211,3 +211,20 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch) -> None:
     assert run_records(resumed) == run_records(ref)
     a, b = (json.loads((p / "summary.json").read_text()) for p in (resumed, ref))
     assert a["params_sha256"] == b["params_sha256"]
+
+
+def test_merging_in_chunks_of_receivers_gives_the_same_bits() -> None:
+    raws = []
+    for chunk in (1024, 2):  # 2: receivers {0, 1}, {2, 3}, {4}, messages split with them
+        raw = experiment(
+            topology={"name": "ring", "n": 5},
+            algorithm={"name": "dimat", "epochs": 1, "pretrain_epochs": 1},
+            problem=CNN,
+            stop={"rounds": 1},
+            engine={"threads": 1, "chunk_size": chunk},
+        )
+        raws.append(run(raw)[1])
+    whole, chunked = raws
+    assert torch.equal(whole.final_params, chunked.final_params)
+    strip = lambda r: {k: v for k, v in r.items() if k != "wall_time_s"}  # noqa: E731
+    assert strip(whole.records[-1]) == strip(chunked.records[-1])
