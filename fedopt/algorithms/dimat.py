@@ -42,6 +42,9 @@ problem (an epoch is ``ceil(max_i m_i / batch_size)`` steps, the same for every 
 the merge is computed for every agent even on the complete graph (no "FC shortcut",
 pitfall 3); BN resets never act in place on models other agents still merge.
 
+The activation merge runs over chunks of ``engine.chunk_size`` receivers, which bounds the
+memory of the feature pass; the results do not depend on the chunk size.
+
 Work is counted (and timed by ``compute.cost_s``) as ``gradients`` (local Adam steps),
 ``bn_reset_passes`` (forward passes of BN resets), ``feature_passes`` (one per model run
 on ``C_i``), ``assignments`` (linear assignments) and ``merges`` (one per agent and round).
