@@ -727,17 +727,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", "throughput benchmarks (see README)")
     p.add_argument(
         "workload",
-        choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2", "sweep", "fzoos"],
+        choices=[
+            "fedavg-logreg",
+            "gossip-ring",
+            "dadao",
+            "monna",
+            "diff2",
+            "sweep",
+            "fzoos",
+            "dimat",
+        ],
     )
     p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 10; sweep: 1000)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds (default 10; sweep: 1000; dimat: training steps)",
+    )
     p.add_argument("--nodes", type=int, default=None, help="nodes (default 1024; sweep: 32)")
     p.add_argument(
         "--dim", type=int, default=None, help="dimension (default 100000; sweep: 2000; fzoos: 300)"
     )
     p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
     p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
-    p.add_argument("--repeats", type=int, default=3, help="fzoos: alternated timings")
+    p.add_argument("--repeats", type=int, default=3, help="fzoos, dimat: alternated timings")
+    p.add_argument(
+        "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
+    )
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument("--graph", default="torus", help="dadao: topology name")
     p.add_argument("--hidden", type=int, default=64, help="monna: hidden units of the MLP")

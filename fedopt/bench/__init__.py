@@ -18,6 +18,16 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             nodes=args.nodes or 32,
             dim=args.dim or 2000,
         )
+    if args.workload == "dimat":
+        from fedopt.bench.dimat import bench_dimat
+
+        return bench_dimat(
+            nodes=args.nodes or 5,
+            steps=args.rounds or 10,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+            model=args.model,
+        )
     if args.workload == "fzoos":
         from fedopt.bench.fzoos import bench_fzoos
 

@@ -20,7 +20,7 @@ from fedopt.models.bn import require_reset_data, reset_bn
 from fedopt.models.layers import Dense
 from fedopt.models.layout import Entry, ParamLayout, PermGroup, UnitAxis, unit_group
 from fedopt.models.transformer import byte_lm, sequence_cross_entropy
-from fedopt.models.zoo import MODELS, digits_cnn_bn, digits_mlp, synthetic_mlp
+from fedopt.models.zoo import MODELS, digits_cnn_bn, digits_mlp, resnet20, synthetic_mlp
 
 __all__ = [
     "MODELS",
@@ -36,6 +36,7 @@ __all__ = [
     "digits_mlp",
     "require_reset_data",
     "reset_bn",
+    "resnet20",
     "sequence_cross_entropy",
     "synthetic_mlp",
     "unit_group",
