@@ -3,6 +3,7 @@
 from fedopt.algorithms import (  # noqa: F401  (registration)
     adom,
     async_gossip,
+    cdsgd,
     continuized,
     cwtm,
     dadao,

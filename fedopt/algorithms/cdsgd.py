@@ -1,0 +1,180 @@
+"""DIMAT's gossip baselines: SGP, CDSGD and CDMSGD (one minibatch step and one exchange a round).
+
+The three decentralized baselines of Saadati et al., "DIMAT: Decentralized Iterative
+Merging-And-Training for Deep Learning Models", CVPR 2024 (spec ``dimat.md`` 3.9), as
+their harness runs them: one minibatch step per round, a symmetric doubly stochastic
+``W`` (``pi`` in the paper), the step size decayed once per epoch (StepLR,
+:mod:`fedopt.algorithms.epochs`), ``lr_t = lr * gamma ** floor(t / steps_per_epoch)``:
+
+* ``sgp``, Stochastic Gradient Push (Assran, Loizou, Ballas & Rabbat, ICML 2019) as the
+  harness implements it, adapt-then-combine::
+
+      x_i <- x_i - lr_t g_i(x_i);     x_i <- sum_j W_ij x_j
+
+  With a symmetric doubly stochastic ``W`` the push-sum weights stay one, so they are
+  not sent (the reference sends none either; its momentum argument is unused).
+
+* ``cdsgd``, consensus-based distributed SGD (Jiang, Balu, Hegde & Sarkar, "Collaborative
+  Deep Learning in Fixed Topology Networks", NeurIPS 2017), combine-then-adapt with the
+  gradient at the node's own pre-mixing iterate::
+
+      x_i <- sum_j W_ij x_j - lr_t g_i(x_i)
+
+* ``cdmsgd``, CDSGD with momentum in the form of ``torch.optim.SGD(nesterov=True)``
+  (the reference's "step ``g + mu b``")::
+
+      b_i <- mu b_i + g_i(x_i);    x_i <- sum_j W_ij x_j - lr_t (g_i(x_i) + mu b_i)
+
+  (``nesterov: false``: heavy ball, ``x_i <- sum_j W_ij x_j - lr_t b_i``). The paper's
+  settings are the defaults: ``lr = 0.01``, ``mu = 0.9``, ``gamma = 0.981``.
+
+Messages: every round each node sends its model (``dim`` parameters at the problem's
+dtype, kind ``model``) to each neighbour ``i`` with ``W_ij != 0``: ``nnz(W) - n``
+messages; nothing else travels. Work: one stochastic gradient per node and round
+(``gradients_total``). Evaluation is DIMAT's: each node's own model on the whole test
+set, averaged over nodes (``evaluation = "node_models"``; the average model's figures
+are kept as ``avg_model_*``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from fedopt.algorithms.base import (
+    ALGORITHMS,
+    Algorithm,
+    AlgorithmConfig,
+    Constant,
+    State,
+    WorkerContext,
+)
+from fedopt.algorithms.epochs import EpochConfig, schedule_text, step_lr, steps_per_epoch_fact
+from fedopt.optim import SGD
+
+
+class SGPConfig(EpochConfig):
+    """Stochastic gradient push as DIMAT's harness runs it (ATC, no push-sum weights)."""
+
+    name: Literal["sgp"] = "sgp"
+
+
+class CDSGDConfig(EpochConfig):
+    """Consensus-based distributed SGD (CTA)."""
+
+    name: Literal["cdsgd"] = "cdsgd"
+
+
+class CDMSGDConfig(EpochConfig):
+    """CDSGD with a momentum buffer."""
+
+    name: Literal["cdmsgd"] = "cdmsgd"
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum mu of the buffer")
+    nesterov: bool = Field(
+        True, description="step lr (g + mu b) as torch's nesterov SGD (false: lr b)"
+    )
+
+
+class EpochBaseline(Algorithm):
+    """Shared parts: the model state ``x [k, dim]``, the StepLR schedule, the gradients."""
+
+    requires = frozenset({"connected", "doubly_stochastic", "symmetric"})
+    roles = ("gossip",)
+    evaluation = "node_models"
+    state_tensors = 4  # x, its mixed copy, a gradient, a momentum buffer
+
+    def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
+        super().__init__(config, ctx)
+        self.steps_per_epoch = int(ctx.facts.get("steps_per_epoch", 1))
+
+    @classmethod
+    def plan_facts(cls, config: Any, plan: Any, oracle: Any) -> dict[str, Any]:
+        """``steps_per_epoch``, the same for every worker (:mod:`fedopt.algorithms.epochs`)."""
+        return {"steps_per_epoch": steps_per_epoch_fact(config, plan, oracle)}
+
+    def lr_at(self, t: int) -> float:
+        """Step size of round ``t`` (StepLR)."""
+        cfg = self.config
+        return step_lr(cfg.lr, cfg.gamma, t, self.steps_per_epoch)  # type: ignore[attr-defined]
+
+    def init_state(self) -> State:
+        ctx = self.ctx
+        x = ctx.oracle.init_params(ctx.data_rows)
+        return {"x": x.to(device=ctx.device, dtype=ctx.dtype).contiguous()}
+
+    def gradients(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        """Every hosted node's minibatch gradient at its row of ``x`` (step ``t``), charged."""
+        ctx = self.ctx
+        rows = ctx.data_rows
+        out = torch.empty_like(x)
+        for a in range(0, len(rows), ctx.chunk_size):
+            e = min(a + ctx.chunk_size, len(rows))
+            out[a:e] = ctx.oracle.grad(x[a:e], rows[a:e], t)
+        ctx.comm.compute(torch.arange(len(rows)), 1, t)
+        return out
+
+    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ctx.hosted, state["x"]
+
+    def derived_constants(self) -> dict[str, Constant]:
+        """The step-size schedule and the rounds per epoch."""
+        cfg = self.config
+        return {
+            "lr_schedule": schedule_text(cfg.lr, cfg.gamma, self.steps_per_epoch),  # type: ignore[attr-defined]
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    @classmethod
+    def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
+        """``nnz(W) - n`` model messages per round."""
+        W = plan.topology.mixing_at(0).tocoo()  # type: ignore[attr-defined]
+        return rounds * int(((W.row != W.col) & (W.data != 0)).sum())
+
+
+@ALGORITHMS.register("sgp")
+class SGP(EpochBaseline):
+    """Adapt-then-combine: a local SGD step, then one gossip step."""
+
+    Config = SGPConfig
+
+    def round(self, state: State, t: int) -> None:
+        x = state["x"]
+        x.sub_(self.gradients(x, t).to(x.dtype), alpha=self.lr_at(t))
+        state["x"] = self.ctx.comm.mix(x, t)
+
+
+@ALGORITHMS.register("cdsgd")
+class CDSGD(EpochBaseline):
+    """Combine-then-adapt: mix, then subtract the gradient taken before mixing."""
+
+    Config = CDSGDConfig
+
+    def round(self, state: State, t: int) -> None:
+        x = state["x"]
+        g = self.gradients(x, t)
+        state["x"] = self.ctx.comm.mix(x, t).sub_(g.to(x.dtype), alpha=self.lr_at(t))
+
+
+@ALGORITHMS.register("cdmsgd")
+class CDMSGD(EpochBaseline):
+    """CDSGD with a (Nesterov) momentum buffer ``b`` per node (state ``m``)."""
+
+    Config = CDMSGDConfig
+
+    def __init__(self, config: CDMSGDConfig, ctx: WorkerContext) -> None:
+        super().__init__(config, ctx)
+        self.opt = SGD(momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+
+    def init_state(self) -> State:
+        state = super().init_state()
+        x = state["x"]
+        state.update(self.opt.init(len(x), x.shape[1], x.dtype, x.device))
+        return state
+
+    def round(self, state: State, t: int) -> None:
+        x = state["x"]
+        g = self.gradients(x, t).to(x.dtype)
+        step = self.opt.update(state, g, self.lr_at(t))
+        state["x"] = self.ctx.comm.mix(x, t).sub_(step)
