@@ -4,6 +4,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     adom,
     async_gossip,
     cdsgd,
+    cga,
     continuized,
     cwtm,
     dadao,
