@@ -16,6 +16,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     fzoos,
     geomed,
     learn,
+    local_training,
     monna,
     msda,
     p2p_mean,
