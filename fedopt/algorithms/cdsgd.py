@@ -118,6 +118,16 @@ class EpochBaseline(Algorithm):
     def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ctx.hosted, state["x"]
 
+    def metrics(self, state: State) -> dict[str, torch.Tensor]:
+        """``own_classes_test_accuracy``: each node's model on the test samples of its own
+        classes (problems that know them, such as the digits and image problems)."""
+        oracle = self.ctx.oracle
+        if not hasattr(oracle, "node_classes"):
+            return {}
+        figures = oracle.evaluate_nodes(state["x"], self.ctx.data_rows)  # type: ignore[attr-defined]
+        own = figures.get("own_classes_test_accuracy")
+        return {} if own is None else {"own_classes_test_accuracy": own.double().cpu()}
+
     def derived_constants(self) -> dict[str, Constant]:
         """The step-size schedule and the rounds per epoch."""
         cfg = self.config
