@@ -391,8 +391,8 @@ class DigitsOracle(Oracle):
         self.weights = counts.double() / max(1, int(sizes.sum()))  # dropped samples: none
         self.classes = torch.from_numpy(classes).to(device)
         """``[k, 10]`` bool: the classes among each hosted node's training samples."""
-        self.X_test = torch.from_numpy(np.ascontiguousarray(X_test)).to(device)
-        self.y_test = torch.from_numpy(np.ascontiguousarray(y_test)).to(device)
+        self.X_test = torch.from_numpy(np.array(X_test, dtype=np.float32)).to(device)
+        self.y_test = torch.from_numpy(np.array(y_test, dtype=np.int64)).to(device)
         widest = max(e.shape[-1] for e in self.layout.params if e.shape)
         self._bytes_per_node = self.max_m * (nf + 2 * widest) * 8
         self._B = (
