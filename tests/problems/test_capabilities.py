@@ -40,6 +40,7 @@ EXPECTED = {
     "digits_softmax": {"labels", "model"},
     "digits_mlp": {"labels", "model"},
     "digits_model": {"labels", "model"},
+    "image_model": {"labels", "model"},
     "fc10_regression": {"per_sample_gradients"},
     "zo_quadratic": {"noisy_queries"},
     "ackley": {"noisy_queries"},
@@ -67,6 +68,7 @@ def test_builtin_capabilities() -> None:
         "digits_mlp",
         "digits_model",
         "digits_softmax",
+        "image_model",
         "logistic",
     ]
     assert providers(Capability.PER_SAMPLE_GRADIENTS) == [
@@ -81,7 +83,12 @@ def test_builtin_capabilities() -> None:
         "max_samples",
         "per_sample_grad",
     )
-    assert providers(Capability.MODEL) == ["digits_mlp", "digits_model", "digits_softmax"]
+    assert providers(Capability.MODEL) == [
+        "digits_mlp",
+        "digits_model",
+        "digits_softmax",
+        "image_model",
+    ]
     assert members(Capability.MODEL) == (
         "activations",
         "buf_dim",
