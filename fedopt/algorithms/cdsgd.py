@@ -30,7 +30,11 @@ their harness runs them: one minibatch step per round, a symmetric doubly stocha
 
 Messages: every round each node sends its model (``dim`` parameters at the problem's
 dtype, kind ``model``) to each neighbour ``i`` with ``W_ij != 0``: ``nnz(W) - n``
-messages; nothing else travels. Work: one stochastic gradient per node and round
+messages; nothing else travels. With running BatchNorm statistics (``problem.batchnorm:
+running``; :mod:`fedopt.algorithms.buffers`) each node's buffer row ``b_i`` moves with its
+model: the minibatch gradient updates it, and the gossip step mixes the packed row
+``[x_i, b_i]`` with the same ``W`` (one message of ``dim + buf_dim`` values, fields
+``model`` and ``buffers``). Work: one stochastic gradient per node and round
 (``gradients_total``). Evaluation is DIMAT's: each node's own model on the whole test
 set, averaged over nodes (``evaluation = "node_models"``; the average model's figures
 are kept as ``avg_model_*``).
@@ -51,6 +55,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
+from fedopt.algorithms.buffers import buffer_dim, initial_buffers, model_payload, pack
 from fedopt.algorithms.epochs import EpochConfig, schedule_text, step_lr, steps_per_epoch_fact
 from fedopt.optim import SGD
 
@@ -85,9 +90,12 @@ class EpochBaseline(Algorithm):
     evaluation = "node_models"
     state_tensors = 4  # x, its mixed copy, a gradient, a momentum buffer
 
+    moves_buffers = True
+
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)
         self.steps_per_epoch = int(ctx.facts.get("steps_per_epoch", 1))
+        self.buf_dim = buffer_dim(ctx.oracle)
 
     @classmethod
     def plan_facts(cls, config: Any, plan: Any, oracle: Any) -> dict[str, Any]:
@@ -102,16 +110,41 @@ class EpochBaseline(Algorithm):
     def init_state(self) -> State:
         ctx = self.ctx
         x = ctx.oracle.init_params(ctx.data_rows)
-        return {"x": x.to(device=ctx.device, dtype=ctx.dtype).contiguous()}
+        state = {"x": x.to(device=ctx.device, dtype=ctx.dtype).contiguous()}
+        if self.buf_dim:
+            state["buf"] = initial_buffers(ctx.oracle, len(x), ctx.dtype, ctx.device)
+        return state
 
-    def gradients(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Every hosted node's minibatch gradient at its row of ``x`` (step ``t``), charged."""
+    def mix(self, state: State, x: torch.Tensor, t: int) -> torch.Tensor:
+        """``W x`` (one gossip exchange); with buffers the packed rows ``[x, b]`` are mixed
+        and ``state["buf"]`` takes the mixed statistics."""
+        if not self.buf_dim:
+            return self.ctx.comm.mix(x, t)
+        d = x.shape[1]
+        payload = model_payload(d, self.buf_dim, x.dtype)
+        mixed = self.ctx.comm.mix(pack(x, state["buf"]), t, payload=payload)
+        state["buf"] = mixed[:, d:].contiguous()
+        return mixed[:, :d].contiguous()
+
+    def output_buffers(self, state: State) -> torch.Tensor | None:
+        """Every hosted node's running statistics ``[k, buf_dim]`` (None without)."""
+        return state.get("buf")
+
+    def gradients(self, x: torch.Tensor, t: int, state: State | None = None) -> torch.Tensor:
+        """Every hosted node's minibatch gradient at its row of ``x`` (step ``t``), charged.
+
+        With buffers (``state`` given) the nodes' running statistics are loaded into the
+        oracle first and read back after (the training pass moves them)."""
         ctx = self.ctx
         rows = ctx.data_rows
+        if self.buf_dim and state is not None:
+            ctx.oracle.set_buffers(rows, state["buf"])  # type: ignore[attr-defined]
         out = torch.empty_like(x)
         for a in range(0, len(rows), ctx.chunk_size):
             e = min(a + ctx.chunk_size, len(rows))
             out[a:e] = ctx.oracle.grad(x[a:e], rows[a:e], t)
+        if self.buf_dim and state is not None:
+            state["buf"] = ctx.oracle.get_buffers(rows).to(ctx.dtype)  # type: ignore[attr-defined]
         ctx.comm.compute(torch.arange(len(rows)), 1, t)
         return out
 
@@ -124,7 +157,8 @@ class EpochBaseline(Algorithm):
         oracle = self.ctx.oracle
         if not hasattr(oracle, "node_classes"):
             return {}
-        figures = oracle.evaluate_nodes(state["x"], self.ctx.data_rows)  # type: ignore[attr-defined]
+        buffers = state.get("buf")
+        figures = oracle.evaluate_nodes(state["x"], self.ctx.data_rows, buffers)  # type: ignore[attr-defined]
         own = figures.get("own_classes_test_accuracy")
         return {} if own is None else {"own_classes_test_accuracy": own.double().cpu()}
 
@@ -151,8 +185,8 @@ class SGP(EpochBaseline):
 
     def round(self, state: State, t: int) -> None:
         x = state["x"]
-        x.sub_(self.gradients(x, t).to(x.dtype), alpha=self.lr_at(t))
-        state["x"] = self.ctx.comm.mix(x, t)
+        x.sub_(self.gradients(x, t, state).to(x.dtype), alpha=self.lr_at(t))
+        state["x"] = self.mix(state, x, t)
 
 
 @ALGORITHMS.register("cdsgd")
@@ -163,8 +197,8 @@ class CDSGD(EpochBaseline):
 
     def round(self, state: State, t: int) -> None:
         x = state["x"]
-        g = self.gradients(x, t)
-        state["x"] = self.ctx.comm.mix(x, t).sub_(g.to(x.dtype), alpha=self.lr_at(t))
+        g = self.gradients(x, t, state)
+        state["x"] = self.mix(state, x, t).sub_(g.to(x.dtype), alpha=self.lr_at(t))
 
 
 @ALGORITHMS.register("cdmsgd")
@@ -185,6 +219,6 @@ class CDMSGD(EpochBaseline):
 
     def round(self, state: State, t: int) -> None:
         x = state["x"]
-        g = self.gradients(x, t).to(x.dtype)
+        g = self.gradients(x, t, state).to(x.dtype)
         step = self.opt.update(state, g, self.lr_at(t))
-        state["x"] = self.ctx.comm.mix(x, t).sub_(step)
+        state["x"] = self.mix(state, x, t).sub_(step)

@@ -80,6 +80,7 @@ class CGA(EpochBaseline):
 
     Config = CGAConfig
     state_tensors = 6  # x, mixed copy, gradient, momentum, received models, cross-gradients
+    moves_buffers = False  # a cross-gradient pass would move the receiver's statistics
 
     def __init__(self, config: CGAConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)

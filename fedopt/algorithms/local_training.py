@@ -8,7 +8,8 @@ each node ``i`` takes one minibatch step per round with its optimizer,
 with ``s_i`` Adam (``optimizer: adam``, DIMAT's local solver: lr 1e-3, betas 0.9/0.999)
 or SGD with optional (Nesterov) momentum (``optimizer: sgd``). Runs on any topology
 (``disconnected`` included): no message is ever sent. Work: one gradient per node and
-round. Evaluation is DIMAT's (each node's own model on the whole test set, averaged).
+round (running BatchNorm statistics, if the problem keeps them, stay each node's own).
+Evaluation is DIMAT's (each node's own model on the whole test set, averaged).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class LocalTraining(EpochBaseline):
 
     def round(self, state: State, t: int) -> None:
         x = state["x"]
-        g = self.gradients(x, t).to(x.dtype)
+        g = self.gradients(x, t, state).to(x.dtype)
         x.sub_(self.opt.update(state, g, self.lr_at(t)))
 
     @classmethod
