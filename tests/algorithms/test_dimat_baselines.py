@@ -19,6 +19,7 @@ from fedopt.algorithms.cone_projection import project_gradient, solve_dual
 from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
 from fedopt.engine.worker import Worker
+from fedopt.errors import ConfigError
 
 QUAD = {"name": "quadratic", "dim": 4, "mu": 0.5, "L": 2.0, "dtype": "float64"}
 MLP = {"name": "digits_mlp", "hidden": 32, "batch_size": 32}
@@ -245,3 +246,40 @@ def test_baselines_learn_digits_on_a_ring_of_5(name, algorithm, partition, round
     assert first["test_accuracy"] < 0.2
     assert last["test_accuracy"] >= at_least  # mean over the 5 agents' own models
     assert "avg_model_test_accuracy" in last
+
+
+# ------------------------------------------------------------------ running BatchNorm
+
+BN_PROBLEM = {
+    "name": "digits_model",
+    "model": {"name": "digits_cnn_bn", "channels": [4, 8]},
+    "batchnorm": "running",
+    "batch_size": 16,
+}
+
+
+@pytest.mark.parametrize("name", ["sgp", "cdsgd", "cdmsgd"])
+def test_gossip_baselines_mix_running_statistics_with_the_models(name):
+    raw = experiment(
+        topology={"name": "ring", "n": 5},
+        algorithm={"name": name},
+        problem=BN_PROBLEM,
+        stop={"rounds": 2},
+    )
+    _, result, w = run(raw)
+    dim, buf = w.oracle.dim, w.oracle.buf_dim
+    assert buf == 2 * (4 + 8)  # running mean and variance of bn1, bn2
+    assert result.totals.by_kind == {"model": [20, 20 * ((dim + buf) * 4 + HEADER)]}
+    b = w.state["buf"]
+    assert b.shape == (5, buf) and not torch.equal(b, w.oracle.layout.init_buffers(5))
+    # the reported rows carry the statistics: [x_i, b_i]
+    _, rows = w.outputs()
+    assert rows.shape == (5, dim + buf) and torch.equal(rows[:, dim:], b)
+
+
+def test_cga_refuses_running_statistics():
+    raw = experiment(
+        topology={"name": "ring", "n": 5}, algorithm={"name": "cga"}, problem=BN_PROBLEM
+    )
+    with pytest.raises(ConfigError, match="cga"):
+        compile_plan(validate(raw))
