@@ -91,6 +91,7 @@ class EpochBaseline(Algorithm):
     state_tensors = 4  # x, its mixed copy, a gradient, a momentum buffer
 
     moves_buffers = True
+    sends = True  # one model exchange per round (local training sends nothing)
 
     def __init__(self, config: AlgorithmConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)
@@ -163,11 +164,19 @@ class EpochBaseline(Algorithm):
         return {} if own is None else {"own_classes_test_accuracy": own.double().cpu()}
 
     def derived_constants(self) -> dict[str, Constant]:
-        """The step-size schedule and the rounds per epoch."""
+        """The step-size schedule, the rounds per epoch and the paper's communication axis.
+
+        ``comm_rounds_per_epoch`` is the x-axis of DIMAT's communication plot for these
+        methods: exchanges per epoch times the mean degree (``steps_per_epoch * (N - 1)``
+        on a complete graph, ``steps_per_epoch * 2`` on a ring; 0 without messages).
+        """
         cfg = self.config
+        W = self.ctx.comm.topology.mixing_at(0).tocoo()
+        edges = int(((W.row != W.col) & (W.data != 0)).sum()) if self.sends else 0
         return {
             "lr_schedule": schedule_text(cfg.lr, cfg.gamma, self.steps_per_epoch),  # type: ignore[attr-defined]
             "steps_per_epoch": self.steps_per_epoch,
+            "comm_rounds_per_epoch": self.steps_per_epoch * edges / W.shape[0],
         }
 
     @classmethod

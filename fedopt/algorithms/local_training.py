@@ -42,6 +42,7 @@ class LocalTraining(EpochBaseline):
     Config = LocalTrainingConfig
     requires = frozenset()
     roles = ("gossip", "client")
+    sends = False
 
     def __init__(self, config: LocalTrainingConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)

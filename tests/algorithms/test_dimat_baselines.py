@@ -99,7 +99,10 @@ def test_steps_per_epoch_follow_the_largest_node_and_the_batch():
     assert w.algorithm.derived_constants() == {
         "lr_schedule": f"0.01 * 0.981 ** floor(t / {spe})",
         "steps_per_epoch": spe,
+        "comm_rounds_per_epoch": spe * 2.0,  # DIMAT's axis: exchanges x degree on a ring
     }
+    fc = worker({"name": "sgp"}, topology={"name": "complete", "n": 5}, problem=MLP)
+    assert fc.algorithm.derived_constants()["comm_rounds_per_epoch"] == spe * 4.0
     assert w.algorithm.lr_at(spe - 1) == 0.01 and w.algorithm.lr_at(spe) == 0.01 * 0.981
 
 
