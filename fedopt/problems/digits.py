@@ -388,7 +388,8 @@ class DigitsOracle(Oracle):
         self.mask = (torch.arange(max_m, device=device) < counts.unsqueeze(1)).float()
         self._full_w = self.mask / counts.clamp(min=1).unsqueeze(1).float()
         self.num_samples = counts.double()
-        self.weights = counts.double() / max(1, int(sizes.sum()))  # dropped samples: none
+        # p_i over the partitioned samples (the classes split drops its trimmed surplus)
+        self.weights = counts.double() / max(1, int(sizes.sum()))
         self.classes = torch.from_numpy(classes).to(device)
         """``[k, 10]`` bool: the classes among each hosted node's training samples."""
         self.X_test = torch.from_numpy(np.array(X_test, dtype=np.float32)).to(device)
