@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
 from fedopt.problems._common import coerce_config
 from fedopt.problems.base import Problem, ProblemConfig
@@ -76,6 +77,16 @@ class ImageModelConfig(DigitsModelConfig):
         if isinstance(data, dict) and data.get("dataset") == "fashion_mnist":
             require_fashion_mnist(data.get("data_dir", FASHION_DIR))
         return data
+
+    @model_validator(mode="after")
+    def _fields_of_the_dataset(self) -> ImageModelConfig:
+        if "test_fraction" in self.model_fields_set:
+            raise ConfigError(
+                "problem.test_fraction: image_model's data sets come with their own test "
+                "sets (synthetic: test_per_class; fashion_mnist: the 10,000 t10k images, "
+                "max_test_samples); remove test_fraction"
+            )
+        return self
 
     @property
     def num_features(self) -> int:

@@ -187,3 +187,9 @@ def test_node_classes_and_own_class_accuracy_on_digits():
         )
     last = result.records[-1]
     assert last["own_classes_test_accuracy"] > 0.9 and last["test_accuracy"] < 0.25
+
+
+def test_image_model_refuses_test_fraction():
+    raw = experiment(problem={"name": "image_model", "test_fraction": 0.3})
+    with pytest.raises(ConfigError, match=r"problem\.test_fraction.*test_per_class"):
+        validate(raw)
