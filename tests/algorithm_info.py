@@ -259,6 +259,53 @@ ROUND_INFOS += [
     _private("dp_sgd", 0.8, lr=0.3, clip=50.0, sample_rate=0.2),
 ]
 
+# DIMAT's baselines (spec dimat.md 3.9; their digits runs are in tests/algorithms/
+# test_dimat_baselines.py): one minibatch step per round, StepLR per epoch
+NOT_DOUBLY = bad(
+    ("topology.name=barabasi_albert", "topology.weights=uniform", "topology.n=12"),
+    "doubly stochastic",
+    id="not-doubly-stochastic",
+)
+
+
+def _baseline(
+    name: str, tol: float, problem: dict[str, Any] = QUAD, **algorithm: Any
+) -> AlgorithmInfo:
+    extra: tuple[BadInput, ...] = (NOT_DOUBLY,) if name != "local_training" else ()
+    if name in ("cdmsgd", "cga"):
+        extra += (bad("algorithm.momentum=1", "algorithm.momentum", "less than 1", id="momentum"),)
+    if name == "cga":
+        extra += (bad("algorithm.margin=-1", "algorithm.margin", id="margin"),)
+    if name == "local_training":
+        extra += (bad("algorithm.optimizer=lbfgs", "algorithm.optimizer", id="optimizer"),)
+    return AlgorithmInfo(
+        name,
+        experiment(
+            topology={"name": "ring", "n": 8},
+            algorithm={"name": name, "gamma": 0.995, **algorithm},
+            problem=problem,
+            stop={"rounds": 1500},
+            eval={"every": 1500},
+        ),
+        tol=tol,
+        # local training sends nothing, and the Ray identity test needs traffic to compare
+        ray_identical=name != "local_training",
+        bad_inputs=(bad("algorithm.gamma=0", "algorithm.gamma", id="gamma"), *extra),
+    )
+
+
+ROUND_INFOS += [
+    _baseline("sgp", 5e-3, lr=0.3),
+    _baseline("cdsgd", 5e-3, lr=0.3),
+    _baseline("cdmsgd", 5e-3, lr=0.05),
+    # CGA's dual weights differ across nodes, so its fixed point is biased (measured 0.044)
+    _baseline("cga", 0.1, lr=0.05),
+    # local training reaches the optimum only when every node has it (heterogeneity 0)
+    _baseline(
+        "local_training", 1e-8, {**QUAD, "heterogeneity": 0.0}, lr=0.05, optimizer="sgd", gamma=1.0
+    ),
+]
+
 # robust peer-to-peer algorithms: complete graph, identical honest optima (so every rule
 # reaches x* exactly), 2 Byzantine sign flippers out of 9 for the rules that tolerate them
 ROBUST_QUAD = {**QUAD, "heterogeneity": 0.0, "center": 2.0, "init_scale": 1.0}

@@ -3,6 +3,8 @@
 from fedopt.algorithms import (  # noqa: F401  (registration)
     adom,
     async_gossip,
+    cdsgd,
+    cga,
     continuized,
     cwtm,
     dadao,
@@ -15,6 +17,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     fzoos,
     geomed,
     learn,
+    local_training,
     monna,
     msda,
     p2p_mean,

@@ -9,6 +9,7 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``digits_softmax``        scikit-learn digits, multinomial logistic regression
 ``digits_mlp``            scikit-learn digits, one-hidden-layer ReLU network
 ``digits_model``          scikit-learn digits, any model of ``fedopt.models`` (the CNN)
+``image_model``           synthetic images or Fashion-MNIST (Debian), any model
 ``fc10_regression``       DIFF2's ``fc_10`` MSE regression, synthetic California-Housing shape
 ``zo_quadratic``          FZooS's synthetic quadratic, black box (queries only), closed-form F*
 ``ackley``, ``levy``      client-shifted test functions, black box (queries only)
@@ -26,6 +27,7 @@ from fedopt.problems import (  # registers
     canary,
     digits,
     fc10,
+    images,
     least_squares,
     lm,
     logistic,
@@ -48,6 +50,7 @@ __all__ = [
     "canary",
     "digits",
     "fc10",
+    "images",
     "least_squares",
     "lm",
     "logistic",

@@ -230,11 +230,11 @@ def _call_builder(spec: ModelSpec) -> BatchedModel:
     return model
 
 
-def _probe(model: BatchedModel) -> tuple[int, ...]:
-    """Output shape of ``model`` on a ``[1, 2, 64]`` digits batch."""
+def _probe(model: BatchedModel, features: int = NUM_FEATURES) -> tuple[int, ...]:
+    """Output shape of ``model`` on a ``[1, 2, features]`` batch (digits: 64)."""
     X = model.init_params(0, [0])
     B = model.init_buffers(1) if model.has_bn else None
-    return tuple(model.forward(X, torch.zeros(1, 2, NUM_FEATURES), B, train=model.has_bn).shape)
+    return tuple(model.forward(X, torch.zeros(1, 2, features), B, train=model.has_bn).shape)
 
 
 def build_model(config: DigitsConfig) -> BatchedModel:
@@ -249,18 +249,20 @@ def build_model(config: DigitsConfig) -> BatchedModel:
     if not isinstance(config, DigitsModelConfig):
         return digits_mlp(())
     model = _call_builder(config.model)
+    nf = int(getattr(config, "num_features", NUM_FEATURES))  # image problems: their size
+    what = str(getattr(config, "inputs_name", "digits inputs"))
     try:
-        shape = _probe(model)
+        shape = _probe(model, nf)
     except Exception as exc:
         raise ConfigError(
-            f"problem.model: model {config.model.name!r} cannot run on digits inputs "
-            f"[batch, {NUM_FEATURES}] ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            f"it must map [batch, {NUM_FEATURES}] pixels to [batch, {NUM_CLASSES}] logits."
+            f"problem.model: model {config.model.name!r} cannot run on {what} "
+            f"[batch, {nf}] ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"it must map [batch, {nf}] pixels to [batch, {NUM_CLASSES}] logits."
         ) from None
     if shape != (1, 2, NUM_CLASSES):
         raise ConfigError(
-            f"problem.model: model {config.model.name!r} maps digits inputs [2, "
-            f"{NUM_FEATURES}] to outputs {list(shape[1:])}; it must output [batch, "
+            f"problem.model: model {config.model.name!r} maps {what} [2, "
+            f"{nf}] to outputs {list(shape[1:])}; it must output [batch, "
             f"{NUM_CLASSES}] logits (10 classes)."
         )
     return model
@@ -346,16 +348,17 @@ class DigitsOracle(Oracle):
         self.data_ranks = ranks = check_ranks(data_ranks, num_data_nodes, device)
         k = len(ranks)
 
-        X_all, y_all = load()
-        train, test = split(y_all, config.test_fraction, self.seed)
+        X_train, y_train, X_test, y_test = self.dataset()
+        self.num_features = nf = int(X_train.shape[1])
         part_rng = np.random.default_rng(rng.numpy_seed(self.seed, "partition"))
-        parts = partition(config.partition, y_all[train], num_data_nodes, part_rng)
+        parts = partition(config.partition, y_train, num_data_nodes, part_rng)
         sizes = np.array([len(p) for p in parts], dtype=np.int64)
         self.max_m = max_m = max(1, int(sizes.max()))
         empty = np.flatnonzero(sizes == 0).tolist()
         self.info: dict[str, object] = {
-            "train_samples": len(train),
-            "test_samples": len(test),
+            "train_samples": len(y_train),
+            "test_samples": len(y_test),
+            "partitioned_samples": int(sizes.sum()),
             "min_node_samples": int(sizes.min()),
             "max_node_samples": int(sizes.max()),
             "empty_nodes": empty,
@@ -368,32 +371,44 @@ class DigitsOracle(Oracle):
                 empty[:20],
             )
 
-        Xp = np.zeros((k, max_m, NUM_FEATURES), dtype=np.float32)
+        Xp = np.zeros((k, max_m, nf), dtype=np.float32)
         yp = np.zeros((k, max_m), dtype=np.int64)
+        classes = np.zeros((k, NUM_CLASSES), dtype=bool)
         for i, rank in enumerate(ranks.cpu().tolist()):
-            idx = train[parts[rank]]
-            Xp[i, : len(idx)] = X_all[idx]
-            yp[i, : len(idx)] = y_all[idx]
+            idx = parts[rank]
+            Xp[i, : len(idx)] = X_train[idx]
+            yp[i, : len(idx)] = y_train[idx]
+            classes[i, np.unique(y_train[idx])] = True
         counts = torch.from_numpy(sizes[ranks.cpu().numpy()]).to(device)
         self.X = torch.from_numpy(Xp).to(device)
         self.labels = torch.from_numpy(yp).to(device)
         self.counts = counts
-        self._X_flat = self.X.view(k * max_m, NUM_FEATURES)
+        self._X_flat = self.X.view(k * max_m, nf)
         self._labels_flat = self.labels.view(k * max_m)
         self.mask = (torch.arange(max_m, device=device) < counts.unsqueeze(1)).float()
         self._full_w = self.mask / counts.clamp(min=1).unsqueeze(1).float()
         self.num_samples = counts.double()
-        self.weights = counts.double() / len(train)
-        self.X_test = torch.from_numpy(X_all[test]).to(device)
-        self.y_test = torch.from_numpy(y_all[test]).to(device)
+        # p_i over the partitioned samples (the classes split drops its trimmed surplus)
+        self.weights = counts.double() / max(1, int(sizes.sum()))
+        self.classes = torch.from_numpy(classes).to(device)
+        """``[k, 10]`` bool: the classes among each hosted node's training samples."""
+        self.X_test = torch.from_numpy(np.array(X_test, dtype=np.float32)).to(device)
+        self.y_test = torch.from_numpy(np.array(y_test, dtype=np.int64)).to(device)
         widest = max(e.shape[-1] for e in self.layout.params if e.shape)
-        self._bytes_per_node = self.max_m * (NUM_FEATURES + 2 * widest) * 8
+        self._bytes_per_node = self.max_m * (nf + 2 * widest) * 8
         self._B = (
             self.model.init_buffers(k, self.dtype, device)
             if self.running
             else torch.zeros(k, 0, dtype=self.dtype, device=device)
         )
         """Running statistics ``[k, buf_dim]`` of the hosted nodes (``[k, 0]`` without)."""
+
+    def dataset(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(X_train [m, F], y_train [m], X_test, y_test)``: here the digits with the
+        stratified ``test_fraction`` split (problems on other data override this)."""
+        X_all, y_all = load()
+        train, test = split(y_all, self.config.test_fraction, self.seed)
+        return X_all[train], y_all[train], X_all[test], y_all[test]
 
     @property
     def layout(self) -> ParamLayout:
@@ -534,7 +549,7 @@ class DigitsOracle(Oracle):
             return self._full_grad(W, rows, flip, update)
         n = len(rows)
         flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.max_m).view(-1)
-        Xb = self._X_flat.index_select(0, flat).view(n, B, NUM_FEATURES)
+        Xb = self._X_flat.index_select(0, flat).view(n, B, self.num_features)
         lab = self._labels_flat.index_select(0, flat).view(n, B)
         if flip:
             lab = (NUM_CLASSES - 1) - lab
@@ -699,10 +714,9 @@ class DigitsOracle(Oracle):
         on ``buffers[j]``, default the node's own row). Returns ``[k]`` float64 tensors:
         ``loss`` (``f_i``, :meth:`value`), ``correct`` and ``count`` on the node's training
         samples, and ``test_loss``, ``test_accuracy`` on the whole test set (as
-        :meth:`evaluate_test` for each row; absent without a test set), and
-        ``own_classes_test_accuracy``: accuracy on the test samples of the classes that
-        occur in the node's training samples (DIMAT's per-agent figure; NaN for a node
-        without samples).
+        :meth:`evaluate_test` for each row; absent without a test set) and
+        ``own_classes_test_accuracy``, the accuracy on the test samples of the classes the
+        node holds (:meth:`node_classes`; NaN for a node without samples).
         """
         B = self._eval_buffers(rows, buffers)
         W = X.to(self.dtype)
@@ -723,23 +737,18 @@ class DigitsOracle(Oracle):
                 y = self.y_test.unsqueeze(0).expand(len(rows), -1)
                 nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
                 out["test_loss"] = nll.mean(dim=1)
-                hit = (logits.argmax(dim=2) == y).double()
-                out["test_accuracy"] = hit.mean(dim=1)
-                own = self._own_classes(rows).gather(1, y)  # test samples of the node's classes
+                hits = (logits.argmax(dim=2) == y).double()
+                out["test_accuracy"] = hits.mean(dim=1)
+                own = self.classes.index_select(0, rows).gather(1, y)  # test sample in i's classes
                 n_own = own.double().sum(dim=1)
-                acc = (hit * own.double()).sum(dim=1) / n_own.clamp(min=1)
-                out["own_classes_test_accuracy"] = torch.where(
-                    n_own > 0, acc, torch.full_like(acc, float("nan"))
-                )
+                acc = (hits * own).sum(dim=1) / n_own.clamp(min=1)
+                out["own_classes_test_accuracy"] = torch.where(n_own > 0, acc, torch.nan)
         return out
 
-    def _own_classes(self, rows: torch.Tensor) -> torch.Tensor:
-        """``[k, 10]`` bool: the classes that occur among each row's training samples."""
-        lab = take(self.labels, rows)
-        mask = take(self.mask, rows).bool()
-        hits = torch.zeros(len(rows), NUM_CLASSES, dtype=torch.int64, device=lab.device)
-        hits.scatter_add_(1, lab, mask.to(torch.int64))
-        return hits > 0
+    def node_classes(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[k, 10]`` bool: which classes each row's node holds among its training samples
+        (DIMAT's per-agent class set under a non-IID split)."""
+        return self.classes.index_select(0, rows)
 
     def activations(
         self,

@@ -2,7 +2,8 @@
 
 Every function is pure: given the labels (or the sample count), the number of nodes and
 a ``numpy.random.Generator``, it returns one sorted ``int64`` index array per node, and
-the arrays together hold every sample exactly once. The same generator state always
+the arrays together hold every sample exactly once (except ``classes``, which drops the
+samples its trimming rule removes). The same generator state always
 gives the same partition, so each worker recomputes the global partition and keeps its
 own nodes' share.
 
@@ -19,6 +20,16 @@ Kinds
     Pathological skew (McMahan et al., 2017): samples sorted by label are cut into
     ``num_nodes * shards_per_node`` contiguous shards and each node gets
     ``shards_per_node`` shards at random.
+``stratified``
+    DIMAT's ``iid`` split (Saadati et al., CVPR 2024; spec ``dimat.md`` 3.6): each class's
+    samples, in random order, are cut into ``num_nodes`` near-equal parts, one per node
+    (so every node holds every class in the same proportion, to one sample).
+``classes``
+    DIMAT's ``non-iid`` split: whole classes dealt round-robin, class ``c`` (the ``c``-th
+    smallest label) to node ``c mod num_nodes``, after **trimming every class to the
+    smallest class's count** (a random subset of each larger class is kept, the rest is
+    dropped). Ten classes over five nodes give two classes per node (``{k, k + 5}``).
+    Nodes beyond the number of classes get nothing (refused unless ``min_samples: 0``).
 """
 
 from __future__ import annotations
@@ -31,14 +42,16 @@ from pydantic import Field
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX, Section
 
-PartitionKind = Literal["iid", "dirichlet", "shards"]
+PartitionKind = Literal["iid", "dirichlet", "shards", "stratified", "classes"]
 MAX_TRIES = 100
 
 
 class PartitionConfig(Section):
     """How training samples are split across data nodes (``problem.partition``)."""
 
-    kind: PartitionKind = Field("iid", description="iid | dirichlet | shards")
+    kind: PartitionKind = Field(
+        "iid", description="iid | dirichlet | shards | stratified | classes"
+    )
     alpha: float = Field(
         0.5,
         gt=0,
@@ -170,6 +183,35 @@ def shards(
     ]
 
 
+def stratified(labels: np.ndarray, num_nodes: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Every class split evenly over the nodes (DIMAT's ``iid``; see the module doc)."""
+    _check_nodes(num_nodes)
+    labels = np.asarray(labels)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_nodes)]
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c)).astype(np.int64)
+        for node, chunk in enumerate(np.array_split(idx, num_nodes)):
+            parts[node].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+
+
+def class_round_robin(
+    labels: np.ndarray, num_nodes: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Whole classes round-robin after trimming each to the smallest class (module doc)."""
+    _check_nodes(num_nodes)
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    if len(classes) == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in range(num_nodes)]
+    keep = min(int((labels == c).sum()) for c in classes)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_nodes)]
+    for ci, c in enumerate(classes):
+        idx = rng.permutation(np.flatnonzero(labels == c)).astype(np.int64)[:keep]
+        parts[ci % num_nodes].append(idx)
+    return [np.sort(np.concatenate(p)) if p else np.zeros(0, dtype=np.int64) for p in parts]
+
+
 def partition(
     config: PartitionConfig, labels: np.ndarray, num_nodes: int, rng: np.random.Generator
 ) -> list[np.ndarray]:
@@ -187,9 +229,14 @@ def partition(
         parts = dirichlet(labels, num_nodes, config.alpha, rng, config.min_samples)
     elif config.kind == "shards":
         parts = shards(labels, num_nodes, config.shards_per_node, rng)
+    elif config.kind == "stratified":
+        parts = stratified(labels, num_nodes, rng)
+    elif config.kind == "classes":
+        parts = class_round_robin(labels, num_nodes, rng)
     else:  # pragma: no cover - excluded by the config model
         raise ConfigError(
-            f"problem.partition.kind: unknown kind {config.kind!r}; use iid, dirichlet or shards."
+            f"problem.partition.kind: unknown kind {config.kind!r}; use iid, dirichlet, "
+            "shards, stratified or classes."
         )
     smallest = min(len(p) for p in parts)
     if smallest < config.min_samples:

@@ -6,6 +6,7 @@ package registers the built-in generators and schedules; it imports neither ray 
 matplotlib.
 """
 
+from fedopt.topology import connectivity as _connectivity  # noqa: F401  (registers)
 from fedopt.topology import schedules as _schedules  # noqa: F401  (registers schedules)
 from fedopt.topology.base import LINK_ATTRS, ROLES, TopologyConfig, TopologyPlan
 from fedopt.topology.builtins import TOPOLOGIES

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from fedopt.fields import COUNT_MAX, Section
 
-MixingRule = Literal["metropolis", "max_degree", "uniform", "laplacian"]
+MixingRule = Literal["metropolis", "max_degree", "uniform", "laplacian", "given"]
 ROLES = ("gossip", "client", "server")
 LINK_ATTRS = ("latency_s", "bandwidth_Bps", "loss", "drop", "rate")
 
@@ -40,7 +40,10 @@ class TopologyConfig(Section):
         None, ge=1, le=COUNT_MAX, description="number of nodes (inferred from a graph file)"
     )
     params: dict[str, Any] = Field(default_factory=dict, description="generator keyword arguments")
-    weights: MixingRule = Field("metropolis", description="rule that turns the graph into W")
+    weights: MixingRule = Field(
+        "metropolis",
+        description="rule that turns the graph into W (given: the edges' weight attribute)",
+    )
     laplacian_alpha: float | None = Field(
         None, gt=0, description="step a of W = I - a L (default 1/(max degree + 1))"
     )

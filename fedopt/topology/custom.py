@@ -43,6 +43,8 @@ EDGE_LIST_EXTS = (".edgelist", ".txt", ".csv")
 GRAPH_EXTS = (*EDGE_LIST_EXTS, ".adjlist", ".graphml", ".gml", ".npy")
 EDGE_ATTRS = (*LINK_ATTRS, "weight")
 """Edge attributes a graph file may set."""
+NODE_ATTRS = ("role", "self_weight")
+"""Node attributes an edge list may set (``self_weight``: ``W_ii`` under ``weights: given``)."""
 
 _MODULES: dict[Path, ModuleType] = {}
 _PLUGIN_FAILURES: dict[Path, str] = {}
@@ -283,7 +285,8 @@ def read_edge_list(path: Path) -> nx.Graph:
       ``bandwidth_Bps``, ``loss``, ``weight``; a networkx dict literal
       (``u v {'weight': 2}``) is also accepted;
     * ``u``: an isolated node;
-    * ``node u role=server``: node attributes (``role``);
+    * ``node u role=server``: node attributes (``role``; ``self_weight``, the diagonal
+      ``W_ii`` under ``topology.weights: given``);
     * or a header line first (``u,v,latency_s,...``; the first two columns are the
       endpoints, the others attribute names) and then plain value rows.
 
@@ -350,7 +353,7 @@ def read_edge_list(path: Path) -> nx.Graph:
                 key, sep, val = tok.partition("=")
                 if not sep:
                     raise ConfigError(f"topology.name: {where}: expected key=value, got {tok!r}")
-                _check_key(key, ("role",), where)
+                _check_key(key, NODE_ATTRS, where)
                 attrs[key] = _parse_value(key, val, where)
             g.add_node(_node_id(tokens[1]), **attrs)
             continue

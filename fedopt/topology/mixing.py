@@ -1,8 +1,9 @@
 """Mixing (gossip) matrices of undirected graphs and checks of their properties.
 
 A mixing matrix ``W`` is used as ``x_i <- sum_j W[i, j] x_j``; ``W[i, j] > 0`` only for
-neighbours ``j`` of ``i`` and ``j = i``. Edge weights (a ``weight`` attribute) are
-ignored: every rule depends on the graph structure only.
+neighbours ``j`` of ``i`` and ``j = i``. Every rule but ``given`` depends on the graph
+structure only (a ``weight`` edge attribute is ignored); ``given`` reads ``W`` from the
+graph itself (:mod:`fedopt.topology.given`).
 
 Reference: L. Xiao and S. Boyd, "Fast linear iterations for distributed averaging",
 Systems & Control Letters 53 (2004); L. Xiao, S. Boyd and S. Lall, "A scheme for robust
@@ -17,7 +18,7 @@ import scipy.sparse as sp
 
 from fedopt.errors import ConfigError
 
-RULES = ("metropolis", "max_degree", "uniform", "laplacian")
+RULES = ("metropolis", "max_degree", "uniform", "laplacian", "given")
 
 
 def _structure(graph: nx.Graph) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
@@ -60,7 +61,10 @@ def mixing_matrix(
       neighbours equally; row-stochastic but neither symmetric nor doubly stochastic
       on irregular graphs;
     * ``laplacian``: ``W = I - a L`` with ``L = D - A`` and ``a = laplacian_alpha``
-      (default ``1 / (d_max + 1)``); needs ``a d_i <= 1`` so the diagonal is ``>= 0``.
+      (default ``1 / (d_max + 1)``); needs ``a d_i <= 1`` so the diagonal is ``>= 0``;
+    * ``given``: ``W_ij`` is the edge's ``weight`` attribute and ``W_ii`` the node's
+      ``self_weight`` attribute, checked doubly stochastic
+      (:func:`fedopt.topology.given.given_matrix`).
 
     The diagonal ``W_ii`` takes the rest, ``1 - sum_{j != i} W_ij``.
 
@@ -82,6 +86,10 @@ def mixing_matrix(
         raise ConfigError(
             f"topology.weights: unknown mixing rule {rule!r}; use one of {', '.join(RULES)}"
         )
+    if rule == "given":
+        from fedopt.topology.given import given_matrix
+
+        return given_matrix(graph)
     n, rows, cols, degree = _structure(graph)
     d_max = float(degree.max(initial=0.0))
     if rule == "metropolis":

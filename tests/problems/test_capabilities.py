@@ -41,6 +41,7 @@ EXPECTED = {
     "digits_softmax": {"labels", "model"},
     "digits_mlp": {"labels", "model"},
     "digits_model": {"labels", "model"},
+    "image_model": {"labels", "model"},
     "fc10_regression": {"per_sample_gradients"},
     "zo_quadratic": {"noisy_queries"},
     "ackley": {"noisy_queries"},
@@ -69,6 +70,7 @@ def test_builtin_capabilities() -> None:
         "digits_mlp",
         "digits_model",
         "digits_softmax",
+        "image_model",
         "logistic",
     ]
     assert providers(Capability.PER_SAMPLE_GRADIENTS) == [
@@ -87,6 +89,7 @@ def test_builtin_capabilities() -> None:
         "digits_mlp",
         "digits_model",
         "digits_softmax",
+        "image_model",
         "tiny_lm",
     ]
     assert providers(Capability.BATCH_VALUES) == ["tiny_lm"]
