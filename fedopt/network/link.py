@@ -16,9 +16,11 @@ this section's defaults.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedopt import rng
 from fedopt.fields import COUNT_MAX, Section
@@ -36,9 +38,18 @@ class NetworkConfig(Section):
         description="link bandwidth (bytes/s); inf: no transmission delay (latency only)",
     )
     loss: float = Field(0.0, ge=0, lt=1, description="probability an attempt is lost")
-    header_bytes: int = Field(
-        HEADER_BYTES, ge=0, le=COUNT_MAX, description="fixed bytes per message"
+    header_bytes: int | Literal["measured"] = Field(
+        HEADER_BYTES,
+        description="fixed bytes per message; 'measured': calibrated at compile time from "
+        "the gRPC framing on loopback (fedopt.transport.calibrate)",
     )
+
+    @field_validator("header_bytes")
+    @classmethod
+    def _header(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 0 <= v <= COUNT_MAX:
+            raise ValueError(f"must be in [0, {COUNT_MAX}] or 'measured'")
+        return v
 
 
 class LinkModel:
