@@ -245,6 +245,14 @@ def _str(out: bytearray, s: str) -> None:
 def _put(out: bytearray, v: Any, tensors: list[tuple[torch.Tensor, bool]]) -> None:
     if v is None:
         out += b"N"
+    elif isinstance(v, (np.ndarray, np.generic)):
+        arr = np.asarray(v)
+        try:
+            t = torch.from_numpy(arr if arr.flags.c_contiguous else arr.copy(order="C"))
+        except TypeError:
+            raise WireError(f"numpy dtype {arr.dtype} is not carried by the wire format") from None
+        out += (b"g" if isinstance(v, np.generic) else b"a") + _U32.pack(len(tensors))
+        tensors.append((t, True))
     elif v is True or v is False:
         out += b"T" if v else b"F"
     elif isinstance(v, int) and not isinstance(v, bool):
@@ -265,14 +273,6 @@ def _put(out: bytearray, v: Any, tensors: list[tuple[torch.Tensor, bool]]) -> No
             raise WireError(f"tensor dtype {v.dtype} is not carried by the wire format")
         out += b"t" + _U32.pack(len(tensors))
         tensors.append((v.cpu(), False))
-    elif isinstance(v, (np.ndarray, np.generic)):
-        arr = np.asarray(v)
-        try:
-            t = torch.from_numpy(np.ascontiguousarray(arr))
-        except TypeError:
-            raise WireError(f"numpy dtype {arr.dtype} is not carried by the wire format") from None
-        out += (b"g" if isinstance(v, np.generic) else b"a") + _U32.pack(len(tensors))
-        tensors.append((t, True))
     elif isinstance(v, (tuple, list)):
         out += (b"(" if isinstance(v, tuple) else b"[") + _U32.pack(len(v))
         for x in v:
