@@ -88,24 +88,30 @@ class Encoded:
         return sizes
 
     def frames(self) -> Iterator[bytes]:
-        """The frames in order; each call starts afresh."""
-        yield self.head + self._data(0, self.inline)
+        """The frames in order; each call starts afresh (one copy of the data per frame)."""
+        yield b"".join([self.head, *self._parts(0, self.inline)])
         start, seq = self.inline, 1
         while start < self.data_bytes:
             end = min(start + self.chunk_bytes, self.data_bytes)
-            yield SEQ.pack(seq) + self._data(start, end)
+            yield b"".join([SEQ.pack(seq), *self._parts(start, end)])
             start, seq = end, seq + 1
 
-    def _data(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of the data region (zero padding between tensors)."""
-        if end <= start:
-            return b""
-        out = bytearray(end - start)
+    def _parts(self, start: int, end: int) -> list[Any]:
+        """Buffers covering bytes ``[start, end)`` of the data region (zero padding between
+        tensors), as views of the tensors: ``b"".join`` then copies each byte once."""
+        parts: list[Any] = []
+        at = start
         for off, mv in self.segments:
             lo, hi = max(start, off), min(end, off + len(mv))
-            if lo < hi:
-                out[lo - start : hi - start] = mv[lo - off : hi - off]
-        return bytes(out)
+            if lo >= hi:
+                continue
+            if lo > at:
+                parts.append(bytes(lo - at))
+            parts.append(mv[lo - off : hi - off])
+            at = hi
+        if end > at:
+            parts.append(bytes(end - at))
+        return parts
 
 
 def encode(
