@@ -16,7 +16,7 @@ this section's defaults.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,11 +44,20 @@ class NetworkConfig(Section):
         "the gRPC framing on loopback (fedopt.transport.calibrate)",
     )
 
+    @field_validator("header_bytes", mode="before")
+    @classmethod
+    def _header_word(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "measured":
+            raise ValueError("Input should be a number of bytes or 'measured'")
+        return v
+
     @field_validator("header_bytes")
     @classmethod
-    def _header(cls, v: int | str) -> int | str:
-        if isinstance(v, int) and not 0 <= v <= COUNT_MAX:
-            raise ValueError(f"must be in [0, {COUNT_MAX}] or 'measured'")
+    def _header_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v > COUNT_MAX:
+            raise ValueError(f"Input should be less than or equal to {COUNT_MAX}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("Input should be greater than or equal to 0")
         return v
 
 
