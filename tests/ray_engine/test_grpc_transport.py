@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_ray_events import CASES as EVENT_CASES
 from test_ray_events import _strip
+from test_ray_faults import CASES as FAULT_CASES
 from test_ray_identical import CASES, assert_identical, run_on
 
 from fedopt.config import validate
@@ -44,6 +45,19 @@ def test_grpc_event_swaps_equal_local(ray_session) -> None:
     assert (out.edge_bytes == local.edge_bytes).all()
     swaps = [st.links[1 - st.rank].payloads for st in out.transport]
     assert swaps[0] == swaps[1] > 0  # one state swap each way per cross-worker level
+
+
+@pytest.mark.slow
+def test_grpc_transport_with_faults_and_partial_receipt_equals_local(ray_session) -> None:
+    raw = FAULT_CASES["fedavg-star"]  # gather_sum partials and the arrival-time exchange
+    local = execute(compile_plan(validate(raw)))
+    grpc_raw = copy.deepcopy(raw)
+    grpc_raw["engine"] = {"kind": "ray", "actors": 3, "threads": 1, "transport": "grpc"}
+    out = execute(compile_plan(validate(grpc_raw)))
+    assert torch.equal(out.result.final_params, local.result.final_params)
+    assert _strip(out.result.records) == _strip(local.result.records)
+    assert out.result.totals.by_kind == local.result.totals.by_kind
+    assert (out.edge_bytes == local.edge_bytes).all()
 
 
 GOSSIP = {
@@ -128,3 +142,17 @@ def test_bad_transport_settings_are_refused(ray_session, tmp_path) -> None:
         with pytest.raises(ConfigError, match=r"engine.grpc.ports: worker \d found every port"):
             run_experiment(validate(raw), out_dir=tmp_path / "p", progress=False)
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.slow
+def test_bench_transport_moves_every_payload_on_both_transports(ray_session) -> None:
+    from fedopt.bench.transport import bench_payloads
+
+    rows = bench_payloads({"4KB": 20, "40MB": 2}, {"chunk_bytes": 1 << 20})
+    assert [(r["transport"], r["payload"], r["count"]) for r in rows] == [
+        ("ray", "4KB", 20),
+        ("ray", "40MB", 2),
+        ("grpc", "4KB", 20),
+        ("grpc", "40MB", 2),
+    ]
+    assert all(r["GB_per_s"] > 0 and r["seconds"] > 0 for r in rows)

@@ -3,6 +3,7 @@
 import socket
 import threading
 
+import grpc
 import pytest
 import torch
 
@@ -11,6 +12,7 @@ from fedopt.transport.calibrate import measure_overhead
 from fedopt.transport.client import TransportError
 from fedopt.transport.config import GrpcConfig
 from fedopt.transport.endpoint import GrpcTransport
+from fedopt.transport.server import METHOD
 from fedopt.transport.wire import GRPC_PREFIX, WireError, encode
 
 NAMES = ["worker 0 (nodes 0..3)", "worker 1 (nodes 4..7)"]
@@ -80,6 +82,12 @@ def test_a_peer_without_the_token_is_refused() -> None:
         ):
             b.flush()
         assert inbox.got == {} and a.server.refused == 1
+        with grpc.insecure_channel(a.address) as ch:  # no metadata at all
+            push = ch.stream_unary(METHOD)
+            with pytest.raises(grpc.RpcError) as info:
+                push(iter([b"junk"]), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert inbox.got == {} and a.server.refused == 2
     finally:
         b.close()
         a.close()
