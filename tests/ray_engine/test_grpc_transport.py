@@ -11,6 +11,7 @@ from test_ray_events import CASES as EVENT_CASES
 from test_ray_events import _strip
 from test_ray_faults import CASES as FAULT_CASES
 from test_ray_identical import CASES, assert_identical, run_on
+from test_ray_restart import PLUGIN
 
 from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
@@ -156,3 +157,26 @@ def test_bench_transport_moves_every_payload_on_both_transports(ray_session) -> 
         ("grpc", "40MB", 2),
     ]
     assert all(r["GB_per_s"] > 0 and r["seconds"] > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_a_dead_peer_is_restarted_with_fresh_grpc_servers(ray_session, tmp_path) -> None:
+    plugin = tmp_path / "dying.py"
+    plugin.write_text(PLUGIN.format(marker=str(tmp_path / "died")))
+    raw = {
+        "plugins": [str(plugin)],
+        "topology": {"name": "ring", "n": 6},
+        "algorithm": {"name": "dsgd", "lr": 0.1},
+        "problem": {"name": "dying_quadratic", "dim": 4, "noise_std": 0.1},
+        "stop": {"rounds": 8},
+        "output": {"checkpoint_every": 2},
+        "engine": {"threads": 1},
+    }
+    grpc_raw = copy.deepcopy(raw)
+    grpc_raw["engine"].update(kind="ray", actors=2, max_restarts=1, transport="grpc")
+    grpc_raw["engine"]["grpc"] = {"deadline_s": 5, "retries": 1}
+    out = execute(compile_plan(validate(grpc_raw)), on_checkpoint=lambda ck: None)
+    assert out.restarts == 1 and (tmp_path / "died").exists()
+    ref = execute(compile_plan(validate(raw)))
+    assert torch.equal(out.result.final_params, ref.result.final_params)
+    assert out.result.sim_time_s == ref.result.sim_time_s
