@@ -51,10 +51,11 @@ def measure_overhead(cfg: GrpcConfig, count: int = 200, dims: tuple[int, int] = 
                 wire = socket_bytes({0: rx.address})
             finally:
                 tx.close()
-            if wire is None:
+            if wire is None or wire[0] is None:
                 raise ConfigError(
                     "network.header_bytes: 'measured' reads the kernel's socket counters "
-                    "with `ss` (iproute2), which is not installed; set a number instead"
+                    "with `ss -tinp` (iproute2), which is not installed or shows no socket "
+                    "of this process; set a number instead (e.g. 325)"
                 )
             per.append(wire[0] / count)
     finally:

@@ -65,12 +65,13 @@ def _norm(addr: str) -> str:
     return f"{host}:{port}"
 
 
-def socket_bytes(addresses: dict[int, str], pid: int | None = None) -> dict[int, int] | None:
+def socket_bytes(addresses: dict[int, str], pid: int | None = None) -> dict[int, int | None] | None:
     """TCP payload bytes (both directions) of this process's sockets to each address.
 
     ``addresses`` maps a peer rank to its ``host:port``; the result maps it to
     ``bytes_sent + bytes_received`` summed over the established sockets of process
-    ``pid`` (default: this one) with that destination. None when ``ss`` is missing.
+    ``pid`` (default: this one) with that destination, or None for a peer with no such
+    socket (closed, or not visible to this user). None when ``ss`` is missing.
     """
     exe = shutil.which("ss")
     if exe is None:
@@ -84,7 +85,7 @@ def socket_bytes(addresses: dict[int, str], pid: int | None = None) -> dict[int,
         check=False,
         timeout=30,
     )
-    out = dict.fromkeys(addresses, 0)
+    out: dict[int, int | None] = dict.fromkeys(addresses)
     rank: int | None = None
     for line in res.stdout.splitlines():
         if not line[:1].isspace():  # a socket's line; its tcp_info follows, indented
@@ -94,5 +95,6 @@ def socket_bytes(addresses: dict[int, str], pid: int | None = None) -> dict[int,
             continue
         if rank is not None:
             sent, recv = _SENT.search(line), _RECV.search(line)
-            out[rank] += (int(sent.group(1)) if sent else 0) + (int(recv.group(1)) if recv else 0)
+            got = (int(sent.group(1)) if sent else 0) + (int(recv.group(1)) if recv else 0)
+            out[rank] = (out[rank] or 0) + got
     return out
