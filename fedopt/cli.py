@@ -736,17 +736,26 @@ def build_parser() -> argparse.ArgumentParser:
             "sweep",
             "fzoos",
             "transport",
+            "dimat",
         ],
     )
     p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
-    p.add_argument("--rounds", type=int, default=None, help="rounds (default 10; sweep: 1000)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="rounds (default 10; sweep: 1000; dimat: training steps)",
+    )
     p.add_argument("--nodes", type=int, default=None, help="nodes (default 1024; sweep: 32)")
     p.add_argument(
         "--dim", type=int, default=None, help="dimension (default 100000; sweep: 2000; fzoos: 300)"
     )
     p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
     p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
-    p.add_argument("--repeats", type=int, default=3, help="fzoos: alternated timings")
+    p.add_argument("--repeats", type=int, default=3, help="fzoos, dimat: alternated timings")
+    p.add_argument(
+        "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
+    )
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument(
         "--messages", type=int, default=300, help="transport: 4 KB payloads (40 MB: --messages/75)"

@@ -7,6 +7,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     cwtm,
     dadao,
     diff2,
+    dimat,
     dp_sgd,
     dsgd,
     fedavg,

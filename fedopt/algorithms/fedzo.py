@@ -51,6 +51,7 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.algorithms.zo_common import fd_gradient, fd_queries, orthonormal_directions
+from fedopt.algorithms.zo_trace import DirectionTrace, check_traceable
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
@@ -79,6 +80,13 @@ class ZeroOrderConfig(AlgorithmConfig):
         "off",
         description="keep x_{r-1} when F did not decrease: federated (2 metered queries and "
         "2 scalars per client per round) or off; oracle (the reference's true F) is refused",
+    )
+
+    trace_cosine: bool = Field(
+        False,
+        description="diagnostic: record each local direction's cosine with the true "
+        "grad F (and the correction's with grad F - grad f_i); needs a problem with "
+        "closed-form gradients (zo_quadratic), spends no query",
     )
 
     @model_validator(mode="after")
@@ -132,12 +140,20 @@ class ZeroOrderStar(Algorithm):
         self.ids = ctx.hosted[self.mine]
         self.opt: Optimizer = Adam() if config.optimizer == "adam" else SGD()
         self.per_estimate = fd_queries(config.directions)
+        self.trace = (
+            DirectionTrace(ctx.oracle, self.rows, config.local_steps)
+            if config.trace_cosine
+            else None
+        )
 
     # -- checks and constants ---------------------------------------------------------
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
-        """``Q <= dim`` (``Q`` orthonormal directions in ``R^d``)."""
+        """``Q <= dim`` (``Q`` orthonormal directions in ``R^d``); ``trace_cosine`` needs
+        closed-form gradients."""
         from fedopt.problems import PROBLEMS
+
+        check_traceable(config, plan)
 
         pcfg = plan.config.problem  # type: ignore[attr-defined]
         dim = PROBLEMS.get(pcfg.name).param_dim(pcfg)
@@ -199,6 +215,12 @@ class ZeroOrderStar(Algorithm):
         if self.server is None:
             return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
         return torch.tensor([self.server]), state["w"]
+
+    def metrics(self, state: State) -> dict[str, torch.Tensor]:
+        """With ``trace_cosine``: the last round's direction cosines (:mod:`zo_trace`)."""
+        if self.trace is None:
+            return {}
+        return self.trace.metrics(len(self.ctx.hosted), self.mine)
 
     # -- the round ----------------------------------------------------------------------
     def query_step(self, t: int, slot: int) -> int:
@@ -264,6 +286,8 @@ class ZeroOrderStar(Algorithm):
         X = w.expand(k, d).clone()
         opt_state = self.opt.init(k, d, X.dtype, X.device)  # fresh every round
         mean_estimate = torch.zeros_like(X)
+        if self.trace is not None:
+            self.trace.start_round()
         for s in range(cfg.local_steps):
             g = self.estimate(X, t, slot=s + 1)
             mean_estimate.add_(g, alpha=1.0 / cfg.local_steps)
@@ -272,6 +296,8 @@ class ZeroOrderStar(Algorithm):
                 g = g + extra
             if corr is not None:
                 g = g + corr
+            if self.trace is not None:
+                self.trace.step(s, X, g, corr)
             X.sub_(self.opt.update(opt_state, g, cfg.lr))
         average = self.send(state, t, X, mean_estimate)
         new = None

@@ -64,6 +64,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
+from fedopt.algorithms.zo_trace import DirectionTrace, check_traceable
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
@@ -153,6 +154,13 @@ class FZooSConfig(AlgorithmConfig):
         "2 scalars per client per round) or off; oracle (the reference's true F) is refused",
     )
 
+    trace_cosine: bool = Field(
+        False,
+        description="diagnostic: record each local direction's cosine with the true "
+        "grad F (and the correction's with grad F - grad f_i); needs a problem with "
+        "closed-form gradients (zo_quadratic), spends no query",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> FZooSConfig:
         for keep, cand in (("local_keep", "local_candidates"), ("agg_keep", "agg_candidates")):
@@ -196,6 +204,7 @@ class FZooS(Algorithm):
     def check_plan(cls, config: AlgorithmConfig, plan: Any) -> None:
         """Refuse faults (full participation) and, on the local engine, a run whose
         query histories would not fit the memory budget (:meth:`surrogate_bytes`)."""
+        check_traceable(config, plan)
         if plan.config.faults.any:
             raise ConfigError(
                 "faults: fzoos runs every client every round (full participation, two "
@@ -256,6 +265,11 @@ class FZooS(Algorithm):
         self.dim = int(ctx.oracle.dim)
         self.features = rff.features(ctx.seed, self.dim, config.features, config.rff_lengthscale)
         self.optimizer = Adam(reset="round")
+        self.trace = (
+            DirectionTrace(ctx.oracle, self.rows, config.local_steps)
+            if config.trace_cosine
+            else None
+        )
         lo, hi = config.lengthscale_bounds
         self.grid = torch.logspace(
             math.log10(lo), math.log10(hi), config.lengthscale_grid, dtype=torch.float64
@@ -427,16 +441,21 @@ class FZooS(Algorithm):
         diff = state["theta_bar"] - state["theta_own"]  # [c, M]: grad is linear in theta
         correction = torch.zeros(len(x), dtype=torch.float64, device=x.device)
         noise = max(cfg.gp_noise, _NOISE_FLOOR)
+        if self.trace is not None:
+            self.trace.start_round()
         for s in range(1, T + 1):
             X, y, mask = self._neighbourhood(state, x, cfg.gp_neighbourhood)
             ell = self._lengthscale(state, X, y, mask, x)
             post = gp.fit(X, y, mask, x, cfg.kernel, ell, noise)
             g = gp.mean_grad(post, x)
+            corr = None
             if t > 0:  # no global surrogate before the first aggregation (P8)
                 gamma = 1.0 / s if cfg.adaptive else 1.0
                 corr = gamma * rff.grad(diff, x, self.features)
                 correction += corr.norm(dim=1) / T
                 g = g + corr
+            if self.trace is not None:
+                self.trace.step(s - 1, x, g, corr)
             x = x - self.optimizer.update(opt_state, g, cfg.lr)
             self._observe(state, x.unsqueeze(1), t)
             if s < T and cfg.local_keep:
@@ -513,7 +532,7 @@ class FZooS(Algorithm):
         over the last round's local steps; ``lengthscale``: the local GP's (the last ML-II
         pick with ``lengthscale_fit: ml2``). NaN for the server, left out of the mean."""
         k = len(self.ctx.hosted)
-        out = {}
+        out = {} if self.trace is None else self.trace.metrics(k, self.client_local)
         for name, key in (("correction_norm", "correction"), ("lengthscale", "lengthscale")):
             values = torch.full((k,), math.nan, dtype=torch.float64)
             if len(self.client_local):

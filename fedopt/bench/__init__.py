@@ -31,6 +31,16 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             actors=args.actors or 2,
             address=args.address,
         )
+    if args.workload == "dimat":
+        from fedopt.bench.dimat import bench_dimat
+
+        return bench_dimat(
+            nodes=args.nodes or 5,
+            steps=args.rounds or 10,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+            model=args.model,
+        )
     if args.workload == "fzoos":
         from fedopt.bench.fzoos import bench_fzoos
 

@@ -5,6 +5,8 @@
                     problems' flat layout (``Dense`` layers, ``W [in, out]`` then ``b``)
 ``digits_cnn_bn``   small CNN with BatchNorm for 8x8 digits (inputs ``[b, 64]``)
 ``synthetic_mlp``   DIMAT spec section 3.12: ``20 -> h -> h -> 10`` ReLU MLP, no BN
+``resnet20``        ResNet-20 with BatchNorm and conv shortcuts (default: width 1 on
+                    8x8 digits), 12 unit groups (:mod:`fedopt.models.resnet`)
 ==================  ============================================================
 
 Every built-in declares its permutable unit axes (one per hidden layer or conv stage),
@@ -23,6 +25,7 @@ from fedopt.errors import ConfigError
 from fedopt.models.batched import BatchedModel
 from fedopt.models.layers import Dense
 from fedopt.models.layout import unit_group
+from fedopt.models.resnet import resnet20_module
 from fedopt.registry import Registry
 
 MODELS: Registry[Any] = Registry("model", field="model.name")
@@ -129,3 +132,32 @@ def digits_cnn_bn(
         unit_group(module, "conv2", produce=["conv2", "bn2"], consume=[("fc", 4)], point="pool2"),
     ]
     return BatchedModel(module, groups, name="digits_cnn_bn", strategy=strategy)  # type: ignore[arg-type]
+
+
+@MODELS.register("resnet20")
+def resnet20(
+    width: int = 1,
+    *,
+    in_channels: int = 1,
+    image_size: int = 8,
+    classes: int = 10,
+    momentum: float = 0.1,
+    strategy: str = "auto",
+) -> BatchedModel:
+    """ResNet-20 with BatchNorm and 3x3 conv shortcuts on flat inputs
+    ``[b, in_channels * image_size**2]`` (default 8x8 digits): channels ``16w, 32w, 64w``.
+
+    Width 1 with 10 classes has 292,666 parameters and 1,568 BatchNorm buffer floats on 1
+    input channel. Unit groups ``stage1..3`` (one shared permutation per residual stage)
+    and ``stageS.blockB`` (inside each block): see :mod:`fedopt.models.resnet`.
+    """
+    (w,) = _widths("width", width)
+    (c,) = _widths("in_channels", in_channels)
+    (size,) = _widths("image_size", image_size)
+    (k,) = _widths("classes", classes)
+    if size < 4:
+        raise ConfigError(
+            f"model.image_size: ResNet-20 halves the resolution twice; give >= 4, got {size}."
+        )
+    module, groups = resnet20_module(c, size, w, k, momentum)
+    return BatchedModel(module, groups, name="resnet20", strategy=strategy)  # type: ignore[arg-type]

@@ -212,6 +212,22 @@ class ZOQuadraticOracle(BlackBoxOracle):
         beta = self.beta.index_select(0, rows)
         return ((alpha * u + beta) * u).sum(dim=1).add(1.0).div(10.0 * self.dim)
 
+    def true_gradients(
+        self, X: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(grad F(X), grad f_i(X))`` in closed form, ``[k, dim]`` float64 each.
+
+        For diagnostics only (:mod:`fedopt.algorithms.zo_trace`): no query is counted.
+        ``grad f_i = (2 BOX / (10 d)) (2 alpha_i u + beta_i)`` inside the box and 0 where
+        ``x`` is clipped (``alpha = beta = 1`` for ``F``).
+        """
+        X = X.to(torch.float64)
+        u = to_box(X)
+        inside = ((X > 0.0) & (X < 1.0)).to(torch.float64) * (2.0 * BOX / (10.0 * self.dim))
+        alpha = self.alpha.index_select(0, rows).to(torch.float64)
+        beta = self.beta.index_select(0, rows).to(torch.float64)
+        return (2.0 * u + 1.0) * inside, (2.0 * alpha * u + beta) * inside
+
     @staticmethod
     def optimum_value(dim: int) -> float:
         """``F* = -1/40 + 1/(10 d)`` at ``x_j = 0.475`` (``u_j = -1/2``)."""

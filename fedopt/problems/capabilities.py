@@ -26,6 +26,9 @@ the test suite checks every registered problem both ways (declared == implemente
                           ``get_buffers``, ``set_buffers``, ``reset_buffers``,
                           ``evaluate_nodes``, ``activations`` (neural models;
                           :mod:`fedopt.models`)
+``batch_values``          :class:`BatchValues`: ``batch_value`` (the loss on ``grad``'s
+                          minibatch, MeZO/FedKSeed two-point estimates), ``forwards``,
+                          ``backwards`` (counted passes)
 ========================  ===========================================================
 """
 
@@ -52,6 +55,7 @@ class Capability(StrEnum):
     NOISY_QUERIES = "noisy_queries"
     PER_SAMPLE_GRADIENTS = "per_sample_gradients"
     MODEL = "model"
+    BATCH_VALUES = "batch_values"
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -212,12 +216,34 @@ class ModelOracle(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchValues(Protocol):
+    """Loss values on the minibatch of a step, with counted forward and backward passes.
+
+    ``batch_value(X, rows, step)`` is the minibatch loss whose gradient
+    :meth:`~fedopt.problems.base.Oracle.grad` returns at the same ``(rows, step)``: the
+    same samples, so two calls at ``x + eps z`` and ``x - eps z`` with one ``step`` give a
+    two-point zeroth-order estimate on one minibatch (MeZO, FedKSeed). ``forwards`` and
+    ``backwards`` count model passes over one row's minibatch (a ``grad`` call adds
+    ``len(rows)`` to both, a ``batch_value`` call ``len(rows)`` to ``forwards``), per
+    oracle, i.e. per worker, like ``queries``.
+    """
+
+    forwards: int
+    backwards: int
+
+    def batch_value(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """Minibatch losses ``[k]`` float64 at ``X`` on ``grad``'s minibatch of ``step``."""
+        ...
+
+
 PROTOCOLS: dict[Capability, type] = {
     Capability.CONJUGATE_GRADIENTS: ConjugateGradients,
     Capability.LABELS: Labels,
     Capability.NOISY_QUERIES: NoisyQueries,
     Capability.PER_SAMPLE_GRADIENTS: PerSampleGradients,
     Capability.MODEL: ModelOracle,
+    Capability.BATCH_VALUES: BatchValues,
 }
 
 

@@ -699,7 +699,10 @@ class DigitsOracle(Oracle):
         on ``buffers[j]``, default the node's own row). Returns ``[k]`` float64 tensors:
         ``loss`` (``f_i``, :meth:`value`), ``correct`` and ``count`` on the node's training
         samples, and ``test_loss``, ``test_accuracy`` on the whole test set (as
-        :meth:`evaluate_test` for each row; absent without a test set).
+        :meth:`evaluate_test` for each row; absent without a test set), and
+        ``own_classes_test_accuracy``: accuracy on the test samples of the classes that
+        occur in the node's training samples (DIMAT's per-agent figure; NaN for a node
+        without samples).
         """
         B = self._eval_buffers(rows, buffers)
         W = X.to(self.dtype)
@@ -720,8 +723,23 @@ class DigitsOracle(Oracle):
                 y = self.y_test.unsqueeze(0).expand(len(rows), -1)
                 nll = -logp.gather(2, y.unsqueeze(2)).squeeze(2)
                 out["test_loss"] = nll.mean(dim=1)
-                out["test_accuracy"] = (logits.argmax(dim=2) == y).double().mean(dim=1)
+                hit = (logits.argmax(dim=2) == y).double()
+                out["test_accuracy"] = hit.mean(dim=1)
+                own = self._own_classes(rows).gather(1, y)  # test samples of the node's classes
+                n_own = own.double().sum(dim=1)
+                acc = (hit * own.double()).sum(dim=1) / n_own.clamp(min=1)
+                out["own_classes_test_accuracy"] = torch.where(
+                    n_own > 0, acc, torch.full_like(acc, float("nan"))
+                )
         return out
+
+    def _own_classes(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[k, 10]`` bool: the classes that occur among each row's training samples."""
+        lab = take(self.labels, rows)
+        mask = take(self.mask, rows).bool()
+        hits = torch.zeros(len(rows), NUM_CLASSES, dtype=torch.int64, device=lab.device)
+        hits.scatter_add_(1, lab, mask.to(torch.int64))
+        return hits > 0
 
     def activations(
         self,

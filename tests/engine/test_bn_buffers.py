@@ -196,7 +196,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path: Path, monkeypatch, al
             "'digits_model' keeps BatchNorm running statistics per node (problem.batchnorm: "
             "running, 14 floats per node) that must travel, average and checkpoint with the "
             "parameters. Fix: set problem.batchnorm: batch_stats (every batch normalised with "
-            "its own statistics), or use an algorithm that moves them: dsgd, fedavg",
+            "its own statistics), or use an algorithm that moves them: dimat, dsgd, fedavg",
         ),
         (
             fedavg(aggregator="median"),

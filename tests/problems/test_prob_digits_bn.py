@@ -164,7 +164,14 @@ def test_evaluate_nodes_gives_every_row_s_own_figures(oracle) -> None:
     B = oracle.layout.init_buffers(3)
     B[:, 7:11] = 0.2
     figs = oracle.evaluate_nodes(X, rows, buffers=B)
-    assert set(figs) == {"loss", "correct", "count", "test_loss", "test_accuracy"}
+    assert set(figs) == {
+        "loss",
+        "correct",
+        "count",
+        "test_loss",
+        "test_accuracy",
+        "own_classes_test_accuracy",
+    }
     assert torch.equal(figs["loss"], oracle.value(X, rows, buffers=B))
     assert torch.equal(figs["count"], oracle.counts[rows].double())
     assert figs["correct"][2] == 0 and figs["loss"][2] == 0  # the empty node
