@@ -92,6 +92,14 @@ def run_experiment(
     plan = compile_plan(config, base_dir=base_dir)
     ckpt_file = checkpoint_path(target)
     snapshot = load_checkpoint(ckpt_file, config) if resume else None
+    pinned = (snapshot or {}).get("header_bytes_measured")
+    if pinned is not None and pinned != plan.config.network.header_bytes:
+        # header_bytes: measured resumes with the value the interrupted run measured
+        network = config.network.model_copy(update={"header_bytes": pinned})
+        plan = compile_plan(config.model_copy(update={"network": network}), base_dir=base_dir)
+    measured = (
+        plan.config.network.header_bytes if config.network.header_bytes == "measured" else None
+    )
     with SignalGuard() as guard:
         rundir: RunDirectory | None = None
         bar = None
@@ -127,6 +135,8 @@ def run_experiment(
                     bar.update(1)
 
             def on_checkpoint(ckpt: dict[str, Any]) -> None:
+                if measured is not None:
+                    ckpt = {**ckpt, "header_bytes_measured": measured}
                 with guard.deferred():  # a signal waits until the checkpoint is whole
                     save_checkpoint(ckpt_file, config, ckpt)
 

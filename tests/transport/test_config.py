@@ -39,3 +39,33 @@ def test_header_bytes_is_a_number_or_measured() -> None:
     cfg = resolve_header(validate(experiment(network={"header_bytes": "measured"})))
     assert isinstance(cfg.network.header_bytes, int) and cfg.network.header_bytes > 100
     assert cfg.model_copy() == cfg and resolve_header(cfg) is cfg
+
+
+def test_a_resumed_run_keeps_the_header_its_first_part_measured(tmp_path, monkeypatch) -> None:
+    import json
+
+    from helpers import crash_and_resume, run_records
+
+    import fedopt.transport.calibrate as calibrate
+    from fedopt.algorithms.dsgd import DSGD
+
+    calls = []
+
+    def fake(cfg) -> int:  # the first two runs measure 400 B, a later one 999 B
+        calls.append(cfg)
+        return 400 if len(calls) <= 2 else 999
+
+    monkeypatch.setattr(calibrate, "measured_header_bytes", fake)
+    cfg = validate(
+        experiment(
+            network={"header_bytes": "measured", "bandwidth_Bps": 1e5},
+            stop={"rounds": 6},
+            output={"checkpoint_every": 2},
+        )
+    )
+    ref, resumed = crash_and_resume(cfg, DSGD, 4, tmp_path, monkeypatch)
+    assert len(calls) == 3  # the resume measured 999 B but kept the checkpoint's 400 B
+    a, b = (json.loads((p / "summary.json").read_text()) for p in (ref, resumed))
+    assert a["header_bytes_measured"] == b["header_bytes_measured"] == 400
+    assert a["sim_time_s"] == b["sim_time_s"] and a["bytes_total"] == b["bytes_total"]
+    assert run_records(ref) == run_records(resumed)
