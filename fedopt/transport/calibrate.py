@@ -9,8 +9,9 @@ on TCP beyond its row (frame header and tensor table, gRPC prefix, HTTP/2 header
 the response, window updates). With it the logical meter, hence the link model's
 ``latency + bytes / bandwidth``, charges each message what gRPC really sends.
 
-The value is measured once per process and settings (about 0.3 s); the run's summary
-records it (``header_bytes_measured``), so a run can be repeated with the same number.
+The value is measured once per process and settings (about 1 s here); the run's summary
+records it (``header_bytes_measured``), so a run can be repeated with the same number,
+and checkpoints keep it, so a resumed run charges what its first part charged.
 """
 
 from __future__ import annotations
