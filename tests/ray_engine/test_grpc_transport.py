@@ -3,6 +3,7 @@
 import copy
 import csv
 import json
+import shutil
 import socket
 
 import pytest
@@ -17,6 +18,10 @@ from fedopt.config import validate
 from fedopt.engine.compile import compile_plan
 from fedopt.errors import ConfigError
 from fedopt.run import execute, run_experiment
+
+NEEDS_SS = pytest.mark.skipif(
+    shutil.which("ss") is None, reason="the wire meter reads `ss -tinp` (iproute2)"
+)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,7 @@ def read_csv(path) -> list[dict]:
         return [{k: int(v) for k, v in r.items()} for r in csv.DictReader(f)]
 
 
+@NEEDS_SS
 def test_three_meters_side_by_side(ray_session, tmp_path) -> None:
     run = run_experiment(validate(GOSSIP), out_dir=tmp_path / "a", progress=False)
     summary = json.loads((run / "summary.json").read_text())
@@ -107,6 +113,7 @@ def test_three_meters_side_by_side(ray_session, tmp_path) -> None:
 
 
 @pytest.mark.slow
+@NEEDS_SS
 def test_measured_header_charges_what_the_wire_carries(ray_session, tmp_path) -> None:
     raw = copy.deepcopy(GOSSIP)
     raw["network"] = {"header_bytes": "measured", "latency_s": 0.0, "bandwidth_Bps": 1e6}

@@ -1,5 +1,7 @@
 """engine.transport / engine.grpc / network.header_bytes: bad input gets a clear error."""
 
+import shutil
+
 import pytest
 from helpers import experiment
 
@@ -31,6 +33,7 @@ def test_bad_grpc_settings_are_refused(grpc: dict, match: str) -> None:
         validate(experiment(engine={"kind": "ray", "transport": "grpc", "grpc": grpc}))
 
 
+@pytest.mark.skipif(shutil.which("ss") is None, reason="'measured' reads `ss -tinp`")
 def test_header_bytes_is_a_number_or_measured() -> None:
     with pytest.raises(ConfigError, match=r"header_bytes"):
         validate(experiment(network={"header_bytes": "guess"}))

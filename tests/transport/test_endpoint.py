@@ -1,5 +1,6 @@
 """Two gRPC endpoints in one process: delivery, meters, token, bad input (no Ray)."""
 
+import shutil
 import socket
 import threading
 
@@ -14,6 +15,10 @@ from fedopt.transport.config import GrpcConfig
 from fedopt.transport.endpoint import GrpcTransport
 from fedopt.transport.server import METHOD
 from fedopt.transport.wire import GRPC_PREFIX, WireError, encode
+
+NEEDS_SS = pytest.mark.skipif(
+    shutil.which("ss") is None, reason="the wire meter reads `ss -tinp` (iproute2)"
+)
 
 NAMES = ["worker 0 (nodes 0..3)", "worker 1 (nodes 4..7)"]
 TOKEN = "a" * 32
@@ -42,6 +47,7 @@ def pair(cfg: GrpcConfig, token_b: str = TOKEN):
     return a, b, inbox
 
 
+@NEEDS_SS
 def test_payloads_arrive_bit_for_bit_and_the_meters_are_ordered() -> None:
     cfg = GrpcConfig(chunk_bytes=1 << 20)
     a, b, inbox = pair(cfg)
@@ -140,6 +146,7 @@ def test_over_the_cap_without_chunking_names_both_sizes() -> None:
         a.close()
 
 
+@NEEDS_SS
 def test_measured_header_is_the_real_per_message_overhead() -> None:
     overhead = measure_overhead(GrpcConfig(), count=60)
     row = torch.zeros((1, 1))
