@@ -735,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
             "diff2",
             "sweep",
             "fzoos",
+            "transport",
             "dimat",
         ],
     )
@@ -756,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
     )
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
+    p.add_argument(
+        "--messages", type=int, default=300, help="transport: 4 KB payloads (40 MB: --messages/75)"
+    )
     p.add_argument("--graph", default="torus", help="dadao: topology name")
     p.add_argument("--hidden", type=int, default=64, help="monna: hidden units of the MLP")
     p.add_argument("--attack", default="alie", help="monna: the Byzantine attack")

@@ -92,6 +92,14 @@ def run_experiment(
     plan = compile_plan(config, base_dir=base_dir)
     ckpt_file = checkpoint_path(target)
     snapshot = load_checkpoint(ckpt_file, config) if resume else None
+    pinned = (snapshot or {}).get("header_bytes_measured")
+    if pinned is not None and pinned != plan.config.network.header_bytes:
+        # header_bytes: measured resumes with the value the interrupted run measured
+        network = config.network.model_copy(update={"header_bytes": pinned})
+        plan = compile_plan(config.model_copy(update={"network": network}), base_dir=base_dir)
+    measured = (
+        plan.config.network.header_bytes if config.network.header_bytes == "measured" else None
+    )
     with SignalGuard() as guard:
         rundir: RunDirectory | None = None
         bar = None
@@ -127,6 +135,8 @@ def run_experiment(
                     bar.update(1)
 
             def on_checkpoint(ckpt: dict[str, Any]) -> None:
+                if measured is not None:
+                    ckpt = {**ckpt, "header_bytes_measured": measured}
                 with guard.deferred():  # a signal waits until the checkpoint is whole
                     save_checkpoint(ckpt_file, config, ckpt)
 
@@ -165,6 +175,8 @@ def run_experiment(
             rundir.write_json("env.json", env)
             _write_comm(rundir, plan, out)
             summary = summarize(config, plan, result)
+            if out.transport is not None:
+                summary["transport"] = _write_links(rundir, plan, out)
             rundir.write_json("summary.json", summary)
             rundir.save_array("final_model.npy", result.final_model.to(result.final_params.dtype))
             if result.final_params.numel() <= config.output.save_params_max:
@@ -345,11 +357,28 @@ def _write_comm(rundir: RunDirectory, plan: Plan, out: EngineOutput) -> None:
         ],
     )
     used = np.flatnonzero(out.edge_messages > 0)
-    rundir.write_csv(
-        "comm_edges.csv",
-        ["src", "dst", "messages", "bytes"],
-        [topo.edges[used, 0], topo.edges[used, 1], out.edge_messages[used], out.edge_bytes[used]],
-    )
+    header = ["src", "dst", "messages", "bytes"]
+    columns = [topo.edges[used, 0], topo.edges[used, 1], out.edge_messages[used]]
+    columns.append(out.edge_bytes[used])
+    if out.transport is not None:  # engine.transport: grpc
+        from fedopt.transport.report import edge_columns
+
+        extra = edge_columns(out.transport, topo.edges, used, topo.n)
+        header += list(extra)
+        columns += list(extra.values())
+    rundir.write_csv("comm_edges.csv", header, columns)
+
+
+def _write_links(rundir: RunDirectory, plan: Plan, out: EngineOutput) -> dict[str, Any]:
+    """``comm_links.csv`` (the three meters per worker pair); the summary's section."""
+    from fedopt.transport.report import link_rows, summary_section
+
+    assert out.transport is not None
+    topo = plan.topology
+    rows = link_rows(out.transport, topo.edges, out.edge_messages, out.edge_bytes, topo.n)
+    rundir.write_csv("comm_links.csv", list(rows), list(rows.values()))
+    header = int(plan.config.network.header_bytes)
+    return summary_section(out.transport, rows, int(out.edge_bytes.sum()), header)
 
 
 def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any]:
@@ -376,6 +405,8 @@ def summarize(config: ExperimentConfig, plan: Any, result: Any) -> dict[str, Any
         "params_sha256": params_digest(result.final_ids, result.final_params),
         "derived": dict(getattr(result, "derived", {})),  # Algorithm.derived_constants
     }
+    if config.network.header_bytes == "measured":
+        summary["header_bytes_measured"] = plan.config.network.header_bytes
     if getattr(plan, "buf_dim", 0):  # reported rows are [params, buffers] (BatchNorm stats)
         summary["buf_dim"] = plan.buf_dim
     figures = ("accuracy", "test_loss", "test_accuracy", "distance_to_opt", "grad_norm_sq")

@@ -18,6 +18,19 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             nodes=args.nodes or 32,
             dim=args.dim or 2000,
         )
+    if args.workload == "transport":
+        from fedopt.bench.transport import bench_transport
+
+        return bench_transport(
+            small=args.messages,
+            large=max(2, args.messages // 75),
+            clients=args.clients or 16,
+            nodes=args.nodes or 16,
+            dim=args.dim or 10_000,
+            rounds=args.rounds or 5,
+            actors=args.actors or 2,
+            address=args.address,
+        )
     if args.workload == "dimat":
         from fedopt.bench.dimat import bench_dimat
 

@@ -31,6 +31,7 @@ from fedopt.problems.base import ProblemConfig
 from fedopt.rng import SEED_MAX, check_seed
 from fedopt.robust.byzantine import ByzantineConfig
 from fedopt.topology.base import TopologyConfig
+from fedopt.transport.config import GrpcConfig
 
 
 class StopConfig(Section):
@@ -156,6 +157,12 @@ class EngineConfig(Section):
         le=COUNT_MAX,
         description="ray: restart dead actors from the last checkpoint this often",
     )
+    transport: Literal["ray", "grpc"] = Field(
+        "ray",
+        description="ray: how payloads cross workers: Ray's object store, or gRPC streams "
+        "(fedopt.transport)",
+    )
+    grpc: GrpcConfig = Field(default_factory=GrpcConfig, description="transport: grpc settings")
     memory_budget_gb: float | None = Field(
         None,
         gt=0,
@@ -172,6 +179,12 @@ class EngineConfig(Section):
         if len(chosen) > 1:
             raise ValueError(
                 f"engine: {' and '.join(chosen)} both size the actors; set only one of them"
+            )
+        if self.transport == "grpc" and self.kind != "ray":
+            raise ValueError(
+                f"engine.transport: 'grpc' moves payloads between Ray workers, but "
+                f"engine.kind is {self.kind!r} (one process: nothing crosses workers); set "
+                "engine.kind: ray, or drop engine.transport"
             )
         return self
 

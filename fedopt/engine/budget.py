@@ -660,7 +660,12 @@ def check_counters(config: ExperimentConfig) -> None:
     if dim is None:
         return
     itemsize = algo.state_itemsize or problem.param_itemsize(config.problem)
-    message = dim * itemsize + config.network.header_bytes
+    header = config.network.header_bytes
+    if not isinstance(header, int):  # 'measured': bounded by the calibration's cap
+        from fedopt.transport.calibrate import MEASURED_MAX
+
+        header = MEASURED_MAX
+    message = dim * itemsize + header
     stop = config.stop
     if algo.schedule == "rounds":
         field, steps = "stop.rounds", stop.rounds

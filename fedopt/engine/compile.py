@@ -23,6 +23,17 @@ from fedopt.robust.byzantine import check_byzantine
 from fedopt.topology import build_topology, check_topology
 
 
+def resolve_header(config: ExperimentConfig) -> ExperimentConfig:
+    """``network.header_bytes: measured`` -> the gRPC overhead measured on loopback."""
+    if config.network.header_bytes != "measured":
+        return config
+    from fedopt.transport.calibrate import measured_header_bytes
+
+    header = measured_header_bytes(config.engine.grpc)
+    network = config.network.model_copy(update={"header_bytes": header})
+    return config.model_copy(update={"network": network})
+
+
 def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan:
     """Build the topology, check the algorithm's requirements and fix node roles.
 
@@ -40,6 +51,7 @@ def compile_plan(config: ExperimentConfig, base_dir: Path | None = None) -> Plan
         the event schedule refuses it (:func:`check_event_schedule`), or the facts only
         the data tell refuse it (:meth:`~fedopt.algorithms.base.Algorithm.plan_facts`).
     """
+    config = resolve_header(config)
     algo_name = config.algorithm.name
     algo = ALGORITHMS.get(algo_name)
     req, capabilities = split_requirements(algo_name, algo.requires)

@@ -21,3 +21,4 @@ class EngineOutput:
     threads: int
     workers: list[dict[str, Any]] = field(default_factory=list)
     restarts: int = 0
+    transport: list[Any] | None = None  # engine.transport: grpc: every worker's TransportStats

@@ -16,9 +16,11 @@ this section's defaults.
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fedopt import rng
 from fedopt.fields import COUNT_MAX, Section
@@ -36,9 +38,27 @@ class NetworkConfig(Section):
         description="link bandwidth (bytes/s); inf: no transmission delay (latency only)",
     )
     loss: float = Field(0.0, ge=0, lt=1, description="probability an attempt is lost")
-    header_bytes: int = Field(
-        HEADER_BYTES, ge=0, le=COUNT_MAX, description="fixed bytes per message"
+    header_bytes: int | Literal["measured"] = Field(
+        HEADER_BYTES,
+        description="fixed bytes per message; 'measured': calibrated at compile time from "
+        "the gRPC framing on loopback (fedopt.transport.calibrate)",
     )
+
+    @field_validator("header_bytes", mode="before")
+    @classmethod
+    def _header_word(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "measured":
+            raise ValueError("Input should be a number of bytes or 'measured'")
+        return v
+
+    @field_validator("header_bytes")
+    @classmethod
+    def _header_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v > COUNT_MAX:
+            raise ValueError(f"Input should be less than or equal to {COUNT_MAX}")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("Input should be greater than or equal to 0")
+        return v
 
 
 class LinkModel:

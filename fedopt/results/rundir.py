@@ -9,7 +9,10 @@ Layout::
       env.json           versions, git SHA, seed, threads, device, command line, inputs
       metrics.jsonl      one JSON record per evaluation
       comm_nodes.csv     per node: role, sent/received messages and bytes
-      comm_edges.csv     per directed edge that carried traffic: messages, bytes
+      comm_edges.csv     per directed edge that carried traffic: messages, bytes (gRPC:
+                         the edge's workers, and gRPC and wire bytes when links are edges)
+      comm_links.csv     engine.transport grpc: per worker pair, logical, gRPC frame and
+                         wire bytes side by side (fedopt.transport.report)
       summary.json       final figures and totals
       final_model.npy    the average output model x_bar
       final_params.npy   every reported node's final parameters (when small enough)

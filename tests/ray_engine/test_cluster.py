@@ -118,6 +118,41 @@ def test_run_spans_both_nodes_and_equals_local(cluster, tmp_path: Path) -> None:
     assert strip(ray_out) == strip(local_out)
 
 
+def test_grpc_transport_across_the_two_nodes(cluster, tmp_path: Path) -> None:
+    """Payloads cross the two Ray nodes over gRPC (the cluster's token in metadata)."""
+    env, address = cluster["env"], cluster["address"]
+    out, local_out = tmp_path / "grpc", tmp_path / "local"
+    common = ["--set", "stop.rounds=10", "--quiet"]
+    r = fedopt(
+        "run",
+        QUICK,
+        *common,
+        "--set",
+        "engine.transport=grpc",
+        "--engine",
+        "ray",
+        "--actors",
+        "2",
+        "--address",
+        address,
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = fedopt("run", QUICK, *common, "--out", str(local_out), env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    workers = json.loads((out / "env.json").read_text())["workers"]
+    assert len({w["ray_node_id"] for w in workers}) == 2
+    a = json.loads((out / "summary.json").read_text())
+    b = json.loads((local_out / "summary.json").read_text())
+    for key in ("params_sha256", "final_loss", "bytes_total", "messages_total", "sim_time_s"):
+        assert a[key] == b[key]
+    tr = a["transport"]  # ring of 16 on 2 workers: 2 cut edges each way, one payload each
+    assert tr["grpc_payloads"] == 10 * 2 and tr["logical_cross_worker_messages"] == 10 * 4
+    assert tr["logical_cross_worker_bytes"] < tr["grpc_bytes"] < tr["wire_bytes"]
+
+
 def test_wrong_token_is_refused(cluster, tmp_path: Path) -> None:
     env = {**cluster["env"], "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     r = fedopt(

@@ -18,10 +18,12 @@ import torch
 
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.comm import RayComm
+from fedopt.engine.ray_engine.mailbox import grpc_host
 from fedopt.engine.records import Accounts
 from fedopt.engine.worker import EvalPartial, Worker
 from fedopt.network.meter import MeterTotals
 from fedopt.plugins import install_all
+from fedopt.transport.meters import TransportStats
 
 
 def load_plan(plugins: dict[str, tuple[str, str]], plan_bytes: bytes, threads: int) -> Plan:
@@ -93,6 +95,7 @@ class WorkerActor:
             plan, shards[rank], device, comm_factory=factory, meter_enabled=meter_enabled
         )
         self.comm: RayComm = self.worker.comm  # type: ignore[assignment]
+        self.grpc = plan.config.engine.grpc
 
     def info(self) -> dict[str, Any]:
         """Where this actor runs: Ray node id, pid, device, threads, hosted nodes."""
@@ -112,13 +115,25 @@ class WorkerActor:
     def set_peers(self, handles: list[Any]) -> None:
         self.comm.set_peers(handles)
 
+    def start_transport(self, token: str) -> str:
+        """``engine.transport: grpc``: start this actor's server; return its address."""
+        return self.comm.mailbox.start_grpc(self.grpc, grpc_host(self.grpc), token)
+
+    def connect_transport(self, addresses: list[str]) -> None:
+        self.comm.mailbox.connect_grpc(addresses)
+
+    def transport_stats(self) -> TransportStats | None:
+        return self.comm.mailbox.stats()
+
     def deliver(self, key: int, src: int, payload: Any) -> None:
         self.comm.deliver(key, src, payload)
 
     def round(self, t: int, barrier: float | None) -> float:
         if barrier is not None:
             self.worker.barrier(barrier)
-        return self.worker.round(t)
+        out = self.worker.round(t)
+        self.comm.mailbox.flush()  # every payload of the round reached its peer
+        return out
 
     def outputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         ids, params = self.worker.outputs()

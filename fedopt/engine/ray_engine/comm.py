@@ -1,8 +1,9 @@
 """Messaging between actors: each actor's :class:`RayComm` talks to its peers directly.
 
-Payloads travel actor to actor (``peer.deliver.remote(key, src, payload)``, which Ray
-moves through its object store), batched per actor pair per exchange: the driver
-never relays them. A receiver blocks on a condition variable until every expected
+Payloads travel actor to actor through the mailbox's transport (``engine.transport``:
+``peer.deliver.remote(key, src, payload)`` through Ray's object store, or a gRPC stream
+to the peer's server), batched per actor pair per exchange: the driver never relays
+them. A receiver blocks on a condition variable until every expected
 sender has delivered (no polling), with a timeout that names the missing actors
 (:mod:`~fedopt.engine.ray_engine.mailbox`).
 

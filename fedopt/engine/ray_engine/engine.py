@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import pickle
+import secrets
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -234,6 +236,7 @@ def run_ray(
                     on_restore=on_restore,
                 )
                 edges = group.call("meter_edges")
+                stats = transport_stats(group, plan)
                 return EngineOutput(
                     result=result,
                     edge_messages=sum(e[0] for e in edges).numpy(),
@@ -242,6 +245,7 @@ def run_ray(
                     threads=threads,
                     workers=infos,
                     restarts=restarts,
+                    transport=stats,
                 )
             except EngineError as exc:
                 if (
@@ -287,7 +291,7 @@ def _start(plan: Plan, meter_enabled: bool) -> tuple[RayGroup, list[dict[str, An
     group = RayGroup(actors, shards, eng.timeout_s)
     try:
         infos = group.call("info", what="start-up")
-        group.call("set_peers", actors, what="start-up")
+        wire_up(group, plan)
     except BaseException:
         for a in actors:
             ray.kill(a)
@@ -295,6 +299,42 @@ def _start(plan: Plan, meter_enabled: bool) -> tuple[RayGroup, list[dict[str, An
     first_data = int(plan.data_nodes[0])
     group.test_rank = next(r for r, s in enumerate(shards) if first_data in set(s.tolist()))
     return group, infos, threads
+
+
+def run_token() -> str:
+    """The secret gRPC calls carry: the cluster's ``RAY_AUTH_TOKEN``, else a fresh one.
+
+    A fresh token reaches the actors through Ray's own (authenticated) control plane.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN", "")
+    return token if len(token) >= 16 else secrets.token_hex(32)
+
+
+def wire_up(group: RayGroup, plan: Plan) -> None:
+    """Tell every actor its peers: Ray handles, or (gRPC) start servers, then connect."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    if plan.config.engine.transport != "grpc":
+        group.call("set_peers", group.actors, what="start-up")
+        return
+    token = run_token()  # one secret for the whole run
+    refs = [a.start_transport.remote(token) for a in group.actors]
+    try:
+        addresses = ray.get(refs, timeout=group.timeout_s)
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ConfigError):
+            raise ConfigError(str(cause)) from None
+        raise
+    group.call("connect_transport", addresses, what="start-up (gRPC channels)")
+
+
+def transport_stats(group: RayGroup, plan: Plan) -> list[Any] | None:
+    """Every worker's gRPC and wire meters (None with the Ray transport)."""
+    if plan.config.engine.transport != "grpc":
+        return None
+    return group.call("transport_stats", what="transport meters")
 
 
 def _optimum(group: RayGroup) -> torch.Tensor | None:

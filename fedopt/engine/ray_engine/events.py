@@ -26,13 +26,20 @@ from fedopt.engine.events_worker import EventWorker, StepResult
 from fedopt.engine.output import EngineOutput
 from fedopt.engine.plan import Plan
 from fedopt.engine.ray_engine.actor import load_plan, own_shards
-from fedopt.engine.ray_engine.engine import RayGroup, connect, plan_resources
-from fedopt.engine.ray_engine.mailbox import Mailbox
+from fedopt.engine.ray_engine.engine import (
+    RayGroup,
+    connect,
+    plan_resources,
+    transport_stats,
+    wire_up,
+)
+from fedopt.engine.ray_engine.mailbox import Mailbox, grpc_host
 from fedopt.engine.ray_engine.placement import shard_nodes
 from fedopt.engine.records import Accounts
 from fedopt.engine.worker import EvalPartial
 from fedopt.network.meter import MeterTotals
 from fedopt.problems.base import OptimumStats
+from fedopt.transport.meters import TransportStats
 
 
 class EventActor:
@@ -54,6 +61,7 @@ class EventActor:
             owner[s] = r
         self.rank = rank
         self.mailbox = Mailbox(rank, shards, plan.config.engine.timeout_s)
+        self.grpc = plan.config.engine.grpc
         self.worker = EventWorker(plan, shards[rank], owner, rank, self.mailbox, meter_enabled)
 
     def info(self) -> dict[str, Any]:
@@ -75,11 +83,23 @@ class EventActor:
     def set_peers(self, handles: list[Any]) -> None:
         self.mailbox.set_peers(handles)
 
+    def start_transport(self, token: str) -> str:
+        """``engine.transport: grpc``: start this actor's server; return its address."""
+        return self.mailbox.start_grpc(self.grpc, grpc_host(self.grpc), token)
+
+    def connect_transport(self, addresses: list[str]) -> None:
+        self.mailbox.connect_grpc(addresses)
+
+    def transport_stats(self) -> TransportStats | None:
+        return self.mailbox.stats()
+
     def deliver(self, key: Any, src: int, payload: Any) -> None:
         self.mailbox.deliver(key, src, payload)
 
     def step(self, until_time: float | None) -> StepResult:
-        return self.worker.step(until_time)
+        out = self.worker.step(until_time)
+        self.mailbox.flush()
+        return out
 
     def hosted_x(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self.worker.hosted_x()
@@ -184,7 +204,7 @@ def run_ray_events(
         ]
         group = RayGroup(actors, shards, eng.timeout_s)
         infos = group.call("info", what="start-up")
-        group.call("set_peers", actors, what="start-up")
+        wire_up(group, plan)
         result = drive_events(
             plan,
             RayEventGroup(group, plan.topology.n),
@@ -202,6 +222,7 @@ def run_ray_events(
             device="cpu",
             threads=threads,
             workers=infos,
+            transport=transport_stats(group, plan),
         )
     finally:
         for a in actors:
