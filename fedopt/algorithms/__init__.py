@@ -10,6 +10,7 @@ from fedopt.algorithms import (  # noqa: F401  (registration)
     dp_sgd,
     dsgd,
     fedavg,
+    ferret,
     fedzo,
     fzoos,
     geomed,
