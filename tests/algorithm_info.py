@@ -63,6 +63,13 @@ class AlgorithmInfo:
     bad_inputs
         Inputs the compiler must refuse with a message naming the field and the fix;
         every algorithm also gets :data:`GENERIC_BAD_INPUTS`.
+    dim
+        Parameter dimension of ``raw``'s problem when its config has no ``dim`` (neural
+        models).
+    sizes_tested_in
+        Messages whose sizes vary by round and sender (seeds and scalars, metered at
+        their logical size): the test file that checks their exact bytes instead of the
+        generic float-count check.
     """
 
     name: str
@@ -74,6 +81,13 @@ class AlgorithmInfo:
     ray_identical: bool = True
     ray_slow: bool = True
     bad_inputs: tuple[BadInput, ...] = field(default_factory=tuple)
+    dim: int | None = None
+    sizes_tested_in: str | None = None
+
+    @property
+    def param_dim(self) -> int:
+        """The problem's parameter dimension."""
+        return self.dim if self.dim is not None else self.raw["problem"]["dim"]
 
     def bad_raw(self, bad: BadInput) -> dict[str, Any]:
         """A deep copy of ``raw`` with the bad input's sections and overrides applied."""
@@ -466,3 +480,48 @@ ROUND_INFOS.append(
 )
 
 ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}
+
+# Ferret on the digits MLP (hidden 8: d = 610 in 4 blocks), 10 clients, 2 sampled per
+# round; exact bytes, FedAvg equality and the sanity numbers: tests/ferret/
+FERRET_PROBLEM = {"name": "digits_mlp", "hidden": 8, "batch_size": 8}
+ROUND_INFOS.append(
+    AlgorithmInfo(
+        "ferret",
+        experiment(
+            topology={"name": "star", "n": 11},
+            algorithm={
+                "name": "ferret",
+                "K": 200,
+                "lr": 0.5,
+                "local_steps": 5,
+                "grad_accum": 1,
+                "client_fraction": 0.2,
+            },
+            problem=FERRET_PROBLEM,
+            stop={"rounds": 12},
+            eval={"every": 12},
+        ),
+        tol=1.2,  # from log(10) = 2.30 (measured 1.054)
+        metric="loss",
+        dim=610,
+        sizes_tested_in="tests/ferret/test_ferret_algorithm.py",
+        bad_inputs=(
+            bad("algorithm.K=0", "algorithm.K", "greater than or equal to 1", id="k0"),
+            bad("algorithm.K=611", "algorithm.K", "K=611", "d=610", id="k-above-d"),
+            bad("algorithm.seed_mode=sometimes", "algorithm.seed_mode", id="seed-mode"),
+            bad(
+                ("algorithm.accounting=paper", "algorithm.wire_dtype=float32"),
+                "algorithm.wire_dtype",
+                "2 bytes per scalar",
+                id="paper-accounting-dtype",
+            ),
+            bad("algorithm.client_fraction=0.04", "client_fraction", "0 sampled", id="no-client"),
+            bad(
+                (),
+                "needs capability 'model'",
+                id="no-layout",
+                sections={"problem": {"name": "quadratic", "dim": 5}},
+            ),
+        ),
+    )
+)
