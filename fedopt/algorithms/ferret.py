@@ -173,7 +173,7 @@ def block_entries(layout: Any) -> list[tuple[str, int, int]]:
 
 
 def sampled_count(fraction: float, clients: int) -> int:
-    """``m = round(C N)`` clients per round (1 when ``C = 1``... and ``N >= 1``)."""
+    """``m = round(C N)`` clients per round (Python's rounding, as ``sample_clients``)."""
     return clients if fraction >= 1 else round(fraction * clients)
 
 
@@ -194,8 +194,8 @@ class Ferret(Algorithm):
         if sampled_count(cfg.client_fraction, clients) < 1:
             raise ConfigError(
                 f"algorithm.client_fraction: {cfg.client_fraction:g} of {clients} clients "
-                f"rounds to 0 sampled clients per round; use client_fraction >= "
-                f"{0.5 / clients:.3g} (at least one client)"
+                f"rounds to 0 sampled clients per round (m = round(C N)); use client_fraction "
+                f">= {1 / clients:.3g} (one client per round)"
             )
         if cfg.accounting == "paper" and cfg.wire_dtype in ("float64", "float32"):
             raise ConfigError(
