@@ -727,7 +727,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("bench", "throughput benchmarks (see README)")
     p.add_argument(
         "workload",
-        choices=["fedavg-logreg", "gossip-ring", "dadao", "monna", "diff2", "sweep", "fzoos"],
+        choices=[
+            "fedavg-logreg",
+            "gossip-ring",
+            "dadao",
+            "monna",
+            "diff2",
+            "sweep",
+            "fzoos",
+            "ferret",
+        ],
     )
     p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
     p.add_argument("--rounds", type=int, default=None, help="rounds (default 10; sweep: 1000)")
@@ -737,7 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
     p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
-    p.add_argument("--repeats", type=int, default=3, help="fzoos: alternated timings")
+    p.add_argument("--repeats", type=int, default=3, help="fzoos, ferret: alternated timings")
+    p.add_argument("--bases", type=int, default=100, help="ferret: bases K of the block")
+    p.add_argument("--device", default="cpu", help="ferret: torch device (cpu, cuda)")
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument("--graph", default="torus", help="dadao: topology name")
     p.add_argument("--hidden", type=int, default=64, help="monna: hidden units of the MLP")

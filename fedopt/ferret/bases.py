@@ -130,19 +130,22 @@ def dense(basis_keys: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def project(basis_keys: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """``V delta``: ``[K]`` float64 inner products of every basis with ``delta [d]``."""
+    """``V delta``: ``[K]`` float64 inner products of every basis with ``delta [d]``.
+
+    Runs on ``delta``'s device (the entries are the same bits on every device).
+    """
     x = delta.to(torch.float64)
-    out = torch.zeros(len(basis_keys), dtype=torch.float64)
-    for rs, cs, V in chunks(basis_keys, x.numel()):
+    out = torch.zeros(len(basis_keys), dtype=torch.float64, device=x.device)
+    for rs, cs, V in chunks(basis_keys.to(x.device), x.numel()):
         out[rs] += V @ x[cs]
     return out
 
 
 def reconstruct(basis_keys: torch.Tensor, d: int, coeffs: torch.Tensor) -> torch.Tensor:
-    """``V^T coeffs = sum_k coeffs_k v_k``: ``[d]`` float64."""
+    """``V^T coeffs = sum_k coeffs_k v_k``: ``[d]`` float64, on ``coeffs``' device."""
     g = coeffs.to(torch.float64)
-    out = torch.zeros(d, dtype=torch.float64)
-    for rs, cs, V in chunks(basis_keys, d):
+    out = torch.zeros(d, dtype=torch.float64, device=g.device)
+    for rs, cs, V in chunks(basis_keys.to(g.device), d):
         out[cs] += g[rs] @ V
     return out
 
