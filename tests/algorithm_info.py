@@ -553,7 +553,7 @@ for _name in ("fedkseed", "fedmezo"):
             bad_inputs=(
                 bad(
                     (),
-                    "needs capability 'minibatch_values'",
+                    "needs capability 'batch_values'",
                     id="no-function-values",
                     sections={"problem": {"name": "quadratic", "dim": 5}},
                 ),

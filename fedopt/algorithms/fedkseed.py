@@ -2,7 +2,7 @@
 
 Both run over a star with ``m = round(C N)`` sampled clients per round, ``T`` local
 steps per client, and need the loss on a step's minibatch (capability
-``minibatch_values``). Local step ``s`` of client ``i`` in round ``t`` (MeZO's
+``batch_values``). Local step ``s`` of client ``i`` in round ``t`` (MeZO's
 two-point estimate on one minibatch, ``b = t T + s``)::
 
     g = (f_i(x + eps z; b) - f_i(x - eps z; b)) / (2 eps),      x <- x - lr g z
@@ -96,7 +96,7 @@ class FedMeZOConfig(TwoPointConfig):
 class TwoPointStar(Algorithm):
     """The shared loop (state ``w``: ``[1, dim]`` on the server)."""
 
-    requires = frozenset({"star", Capability.MINIBATCH_VALUES})
+    requires = frozenset({"star", Capability.BATCH_VALUES})
     roles = ("server", "client")
     state_tensors = 5
 

@@ -22,13 +22,13 @@ the test suite checks every registered problem both ways (declared == implemente
 ``per_sample_gradients``  :class:`PerSampleGradients`: ``per_sample_grad``,
                           ``clipped_mean_grad``, ``clipped_grad_sum``, ``max_samples``
                           (differential privacy)
-``minibatch_values``      :class:`MinibatchValues`: ``batch_value``, the loss on the
-                          minibatch ``grad`` uses at a step (two-point zeroth-order
-                          methods on neural models: FedKSeed, FedMeZO)
 ``model``                 :class:`ModelOracle`: ``layout``, ``buf_dim``, ``buffers``,
                           ``get_buffers``, ``set_buffers``, ``reset_buffers``,
                           ``evaluate_nodes``, ``activations`` (neural models;
                           :mod:`fedopt.models`)
+``batch_values``          :class:`BatchValues`: ``batch_value`` (the loss on ``grad``'s
+                          minibatch, MeZO/FedKSeed two-point estimates), ``forwards``,
+                          ``backwards`` (counted passes)
 ========================  ===========================================================
 """
 
@@ -55,7 +55,7 @@ class Capability(StrEnum):
     NOISY_QUERIES = "noisy_queries"
     PER_SAMPLE_GRADIENTS = "per_sample_gradients"
     MODEL = "model"
-    MINIBATCH_VALUES = "minibatch_values"
+    BATCH_VALUES = "batch_values"
 
 
 # ----------------------------------------------------------------------------- protocols
@@ -104,21 +104,6 @@ class NoisyQueries(Protocol):
         self, X: torch.Tensor, rows: torch.Tensor, step: Step, noise_std: float
     ) -> torch.Tensor:
         """Noisy values ``[k]`` float64; the noise is keyed by (seed, "query", rank, step)."""
-        ...
-
-
-@runtime_checkable
-class MinibatchValues(Protocol):
-    """Exact losses on the minibatch of a step (two-point zeroth-order steps, MeZO-style).
-
-    ``batch_value(X, rows, step)`` is the mean loss of each row's model on the very
-    minibatch ``grad(X, rows, step)`` draws (plus the ridge term), without noise, so
-    ``batch_value(x + eps z) - batch_value(x - eps z)`` compares the same samples. The
-    caller counts the forward passes.
-    """
-
-    def batch_value(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
-        """Minibatch losses ``[k]`` float64 at ``step``."""
         ...
 
 
@@ -231,13 +216,34 @@ class ModelOracle(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchValues(Protocol):
+    """Loss values on the minibatch of a step, with counted forward and backward passes.
+
+    ``batch_value(X, rows, step)`` is the minibatch loss whose gradient
+    :meth:`~fedopt.problems.base.Oracle.grad` returns at the same ``(rows, step)``: the
+    same samples, so two calls at ``x + eps z`` and ``x - eps z`` with one ``step`` give a
+    two-point zeroth-order estimate on one minibatch (MeZO, FedKSeed). ``forwards`` and
+    ``backwards`` count model passes over one row's minibatch (a ``grad`` call adds
+    ``len(rows)`` to both, a ``batch_value`` call ``len(rows)`` to ``forwards``), per
+    oracle, i.e. per worker, like ``queries``.
+    """
+
+    forwards: int
+    backwards: int
+
+    def batch_value(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """Minibatch losses ``[k]`` float64 at ``X`` on ``grad``'s minibatch of ``step``."""
+        ...
+
+
 PROTOCOLS: dict[Capability, type] = {
     Capability.CONJUGATE_GRADIENTS: ConjugateGradients,
     Capability.LABELS: Labels,
     Capability.NOISY_QUERIES: NoisyQueries,
     Capability.PER_SAMPLE_GRADIENTS: PerSampleGradients,
     Capability.MODEL: ModelOracle,
-    Capability.MINIBATCH_VALUES: MinibatchValues,
+    Capability.BATCH_VALUES: BatchValues,
 }
 
 

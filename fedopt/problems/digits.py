@@ -68,8 +68,9 @@ BatchNorm (``digits_model`` only), two modes:
   :meth:`~DigitsOracle.get_buffers`, and average, mix and checkpoint them with the
   parameters; the compiler refuses the others.
 
-Capability ``minibatch_values`` (every digits problem): :meth:`DigitsOracle.batch_value`,
-the loss on the minibatch of a step, for two-point zeroth-order methods.
+Capability ``batch_values`` (every digits problem): :meth:`DigitsOracle.batch_value`,
+the loss on the minibatch of a step, for two-point zeroth-order methods, with the
+counts ``forwards`` and ``backwards`` of minibatch passes.
 
 Capability ``model`` (every digits problem; the MLPs have no buffers, ``buf_dim = 0``):
 ``layout``, the buffer rows (``buffers``, ``get_buffers``, ``set_buffers``,
@@ -326,8 +327,12 @@ class DigitsOracle(Oracle):
         ``empty_nodes`` (data ranks without samples).
     """
 
-    capabilities = frozenset({Capability.LABELS, Capability.MODEL, Capability.MINIBATCH_VALUES})
+    capabilities = frozenset({Capability.LABELS, Capability.MODEL, Capability.BATCH_VALUES})
     buf_dim: int = 0
+    forwards: int = 0
+    """Forward passes over one row's minibatch served so far (:meth:`grad`, :meth:`batch_value`)."""
+    backwards: int = 0
+    """Backward passes over one row's minibatch served so far (:meth:`grad`)."""
 
     def __init__(
         self,
@@ -516,6 +521,8 @@ class DigitsOracle(Oracle):
 
     def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """Minibatch gradient; with running statistics it updates the rows' statistics."""
+        self.forwards += len(rows)
+        self.backwards += len(rows)
         return self._minibatch_grad(X, rows, step, flip=False, update=True)
 
     num_classes = NUM_CLASSES
@@ -555,6 +562,7 @@ class DigitsOracle(Oracle):
         ``step`` (train mode as the gradient's pass; running statistics are left alone),
         plus the ridge term; ``batch_size: 0`` is the full local loss."""
         B = self.config.batch_size
+        self.forwards += len(rows)
         if B == 0:
             return self.value(X, rows)
         W = X.to(self.dtype)

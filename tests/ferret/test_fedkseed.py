@@ -100,5 +100,5 @@ def test_bad_inputs(alg: dict, match: str) -> None:
 def test_a_problem_without_function_values_is_refused(name: str) -> None:
     r = raw({"name": name})
     r["problem"] = {"name": "quadratic", "dim": 5}
-    with pytest.raises(ConfigError, match="needs capability 'minibatch_values'"):
+    with pytest.raises(ConfigError, match="needs capability 'batch_values'"):
         compile_plan(validate(r))
