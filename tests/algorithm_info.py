@@ -479,8 +479,6 @@ ROUND_INFOS.append(
     )
 )
 
-ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}
-
 # Ferret on the digits MLP (hidden 8: d = 610 in 4 blocks), 10 clients, 2 sampled per
 # round; exact bytes, FedAvg equality and the sanity numbers: tests/ferret/
 FERRET_PROBLEM = {"name": "digits_mlp", "hidden": 8, "batch_size": 8}
@@ -560,3 +558,6 @@ for _name in ("fedkseed", "fedmezo"):
             ),
         )
     )
+
+
+ALGORITHM_INFOS = {info.name: info for info in ROUND_INFOS + EVENT_INFOS}
