@@ -19,6 +19,7 @@ from fedopt.models.batched import BatchedModel, cross_entropy
 from fedopt.models.bn import require_reset_data, reset_bn
 from fedopt.models.layers import Dense
 from fedopt.models.layout import Entry, ParamLayout, PermGroup, UnitAxis, unit_group
+from fedopt.models.transformer import byte_lm, sequence_cross_entropy
 from fedopt.models.zoo import MODELS, digits_cnn_bn, digits_mlp, synthetic_mlp
 
 __all__ = [
@@ -29,11 +30,13 @@ __all__ = [
     "ParamLayout",
     "PermGroup",
     "UnitAxis",
+    "byte_lm",
     "cross_entropy",
     "digits_cnn_bn",
     "digits_mlp",
     "require_reset_data",
     "reset_bn",
+    "sequence_cross_entropy",
     "synthetic_mlp",
     "unit_group",
 ]

@@ -203,7 +203,8 @@ def unit_group(
 def _init_of(module: nn.Module, name: str) -> tuple[str, float]:
     """Default initialisation of parameter ``name``: fan-in uniform for linear and conv
     layers (torch's and the digits problems' bound ``1/sqrt(fan_in)``), ones and zeros
-    for normalisation layers, else a copy of the module's tensor."""
+    for normalisation layers, uniform with standard deviation 0.02 for embeddings, else
+    a copy of the module's tensor."""
     owner, _, leaf = name.rpartition(".")
     sub = module.get_submodule(owner) if owner else module
     if isinstance(sub, Dense):
@@ -215,6 +216,8 @@ def _init_of(module: nn.Module, name: str) -> tuple[str, float]:
         return ("uniform", fan_in**-0.5)
     if isinstance(sub, (*_BN, nn.LayerNorm, nn.GroupNorm)):
         return ("const", 1.0 if leaf == "weight" else 0.0)
+    if isinstance(sub, nn.Embedding):  # standard deviation 0.02, as GPT-2's
+        return ("uniform", 0.02 * math.sqrt(3.0))
     return ("module", 0.0)
 
 

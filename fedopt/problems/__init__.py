@@ -14,6 +14,7 @@ Importing this package registers every built-in problem in :data:`PROBLEMS`:
 ``ackley``, ``levy``      client-shifted test functions, black box (queries only)
 ``digits_attack``         federated black-box adversarial attack on digits (queries only)
 ``digits_metric``         1 - macro F1 of a perturbed pre-trained MLP on digits (queries only)
+``tiny_lm``               byte-level transformer LM, pre-trained, tuned on text topics
 ``canary``                any problem with per-sample gradients plus one gradient canary
                           (privacy audits, :mod:`fedopt.problems.canary`)
 ========================  =====================================================
@@ -26,6 +27,7 @@ from fedopt.problems import (  # registers
     digits,
     fc10,
     least_squares,
+    lm,
     logistic,
     metric,
     quadratic,
@@ -47,6 +49,7 @@ __all__ = [
     "digits",
     "fc10",
     "least_squares",
+    "lm",
     "logistic",
     "metric",
     "parse_problem_config",

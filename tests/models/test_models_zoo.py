@@ -9,7 +9,7 @@ from fedopt.models import MODELS
 
 
 def test_registry_lists_the_builtins_and_suggests_names() -> None:
-    assert list(MODELS) == ["digits_cnn_bn", "digits_mlp", "synthetic_mlp"]
+    assert list(MODELS) == ["byte_lm", "digits_cnn_bn", "digits_mlp", "synthetic_mlp"]
     with pytest.raises(ConfigError, match=r"model.name: unknown model 'digits_cnn'.*digits_cnn_bn"):
         MODELS.get("digits_cnn")
 

@@ -31,6 +31,15 @@ SMALL: dict[str, dict[str, object]] = {
         "l2": 0.001,
         "partition": {"kind": "dirichlet", "alpha": 0.5},
     },
+    "tiny_lm": {  # a width-16 byte transformer from its random initialisation
+        "name": "tiny_lm",
+        "seq_len": 8,
+        "batch_size": 3,
+        "value_sequences": 2,
+        "eval_sequences": 16,
+        "model": {"layers": 1, "d_model": 8, "heads": 2, "context": 8, "mlp_ratio": 2},
+        "pretrain": {"steps": 0},
+    },
     "fc10_regression": {  # 242 training rows: unequal nodes (41/40 for 6 nodes)
         "name": "fc10_regression",
         "samples": 303,

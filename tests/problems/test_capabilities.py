@@ -31,6 +31,7 @@ BUILTIN = {
     "levy",
     "digits_attack",
     "digits_metric",
+    "tiny_lm",
 }
 EXPECTED = {
     "canary": {"per_sample_gradients"},
@@ -46,6 +47,7 @@ EXPECTED = {
     "levy": {"noisy_queries"},
     "digits_attack": {"noisy_queries"},
     "digits_metric": {"noisy_queries"},
+    "tiny_lm": {"model", "batch_values", "noisy_queries"},
 }
 
 
@@ -81,7 +83,14 @@ def test_builtin_capabilities() -> None:
         "max_samples",
         "per_sample_grad",
     )
-    assert providers(Capability.MODEL) == ["digits_mlp", "digits_model", "digits_softmax"]
+    assert providers(Capability.MODEL) == [
+        "digits_mlp",
+        "digits_model",
+        "digits_softmax",
+        "tiny_lm",
+    ]
+    assert providers(Capability.BATCH_VALUES) == ["tiny_lm"]
+    assert members(Capability.BATCH_VALUES) == ("backwards", "batch_value", "forwards")
     assert members(Capability.MODEL) == (
         "activations",
         "buf_dim",
