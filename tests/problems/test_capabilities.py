@@ -89,7 +89,12 @@ def test_builtin_capabilities() -> None:
         "digits_softmax",
         "tiny_lm",
     ]
-    assert providers(Capability.BATCH_VALUES) == ["tiny_lm"]
+    assert providers(Capability.BATCH_VALUES) == [
+        "digits_mlp",
+        "digits_model",
+        "digits_softmax",
+        "tiny_lm",
+    ]
     assert members(Capability.BATCH_VALUES) == ("backwards", "batch_value", "forwards")
     assert members(Capability.MODEL) == (
         "activations",
