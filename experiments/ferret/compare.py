@@ -5,8 +5,8 @@ For every experiment file given, runs it in-process on the local engine (with
 
 * ``bytes/round``: payload + header bytes metered per round (``bytes_total / rounds``),
   and the uplink and downlink bytes of one client's messages in the last round's kinds;
-* ``rounds to target``: the first evaluated round whose ``loss`` is at most
-  ``--target`` (the held-out or global loss the problem reports), or ``-``;
+* ``rounds to target``: the first evaluated round whose ``--metric`` (default ``loss``;
+  ``test_loss`` for tiny_lm's held-out topics) is at most ``--target``, or ``-``;
 * ``s/round local`` and ``s/round aggregation``: wall-clock seconds per round spent in
   the clients' local work (training, projection; for ZO methods the two-point steps)
   and in the rest of the round (the server's reconstruction or replay, averaging,
@@ -59,16 +59,18 @@ for _cls in (ferret.Ferret, fedkseed.FedKSeed, fedkseed.FedMeZO, fedavg.FedAvg):
     _timed(_cls, "round", ROUND)  # whole rounds (evaluation excluded)
 
 
-def run_one(path: Path, overrides: list[str], target: float | None) -> dict[str, Any]:
+def run_one(
+    path: Path, overrides: list[str], target: float | None, metric: str, every: int
+) -> dict[str, Any]:
     raw = apply_overrides(yaml.safe_load(path.read_text()), overrides)
-    raw["eval"] = {**raw.get("eval", {}), "every": 1}
+    raw["eval"] = {**raw.get("eval", {}), "every": every}
     plan = compile_plan(validate(raw), base_dir=path.parent)
     LOCAL["seconds"] = ROUND["seconds"] = 0.0
     result, _ = run_local(plan)
     total = ROUND["seconds"]
     recs = result.records
     rounds = int(recs[-1]["round"])
-    hit = next((int(r["round"]) for r in recs if target is not None and r["loss"] <= target), None)
+    hit = next((int(r["round"]) for r in recs if target is not None and r[metric] <= target), None)
     kinds = {k: v for k, v in result.totals.by_kind.items()}
     return {
         "file": path.name,
@@ -82,8 +84,10 @@ def run_one(path: Path, overrides: list[str], target: float | None) -> dict[str,
         "bytes_per_round": recs[-1]["bytes_total"] / rounds,
         "bytes_by_kind": kinds,
         "rounds_to_target": hit,
-        "final_loss": recs[-1]["loss"],
-        "first_loss": recs[0]["loss"],
+        "metric": metric,
+        "final_loss": recs[-1][metric],
+        "first_loss": recs[0][metric],
+        "trajectory": [(int(r["round"]), r[metric], r["bytes_total"]) for r in recs],
         "s_per_round_local": LOCAL["seconds"] / rounds,
         "s_per_round_aggregation": (total - LOCAL["seconds"]) / rounds,
         "forwards_total": recs[-1].get("forwards_total", 0),
@@ -112,9 +116,11 @@ def main() -> None:
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--set", action="append", default=[], dest="overrides")
     p.add_argument("--target", type=float, default=None)
+    p.add_argument("--metric", default="loss", help="record field (tiny_lm: test_loss)")
+    p.add_argument("--every", type=int, default=1, help="evaluate every this many rounds")
     p.add_argument("--json", default=None)
     args = p.parse_args()
-    rows = [run_one(f, args.overrides, args.target) for f in args.files]
+    rows = [run_one(f, args.overrides, args.target, args.metric, args.every) for f in args.files]
     print(table(rows, args.target))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
