@@ -79,7 +79,9 @@ def test_label_flipping_needs_labels() -> None:
 def test_a_capability_nobody_provides_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as err:
         require({Capability.MODEL}, "algorithm 'x'", "quadratic", PROBLEMS.get("quadratic"))
-    assert "problems that provide it: digits_mlp, digits_model, digits_softmax." in str(err.value)
+    assert "problems that provide it: digits_mlp, digits_model, digits_softmax, tiny_lm." in str(
+        err.value
+    )
     monkeypatch.setattr("fedopt.problems.capabilities.providers", lambda cap: [])
     with pytest.raises(ConfigError, match="problems that provide it: none registered"):
         require({Capability.MODEL}, "algorithm 'x'", "quadratic", PROBLEMS.get("quadratic"))
