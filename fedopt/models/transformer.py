@@ -100,6 +100,11 @@ class TinyLM(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[-1]
+        if T > self.context:
+            raise ValueError(
+                f"byte_lm: a sequence of {T} tokens exceeds the model's context of "
+                f"{self.context} positions; use shorter sequences or a longer context"
+            )
         h = self.tok(idx) + self.pos(torch.arange(T, device=idx.device))
         for block in self.blocks:
             h = block(h)

@@ -13,7 +13,7 @@ configuration gives the same bits on the same software and thread count.
 
 Cache: the result is stored as ``tiny_lm-<hash>.pt`` in the cache folder, ``hash`` the
 SHA-256 of everything that decides its bits (corpus, held-out split, sequence length,
-model shape, pre-training fields, dtype, torch version, format version). A hit returns
+model shape, pre-training fields, dtype, device type, torch version, format version). A hit returns
 the stored row (bit-identical); a file whose recorded key differs is ignored and
 rewritten. Inside one process the rows are also memoised, so several oracles (the
 compile-time probe, every worker of the local engine) pre-train once.
@@ -140,7 +140,7 @@ def cached_pretrain(
     t0 = time.perf_counter()
     params, losses = run()
     res = PretrainResult(
-        params.detach().clone(), key, losses, "trained", time.perf_counter() - t0, None
+        params.detach().cpu().clone(), key, losses, "trained", time.perf_counter() - t0, None
     )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ fresh minibatch of ``batch_size`` windows keyed by ``(seed, "batch", rank, step)
 Every node starts from the pre-trained model (``init_params``; random initialisation
 with ``pretrain.steps: 0``). Metrics: ``loss`` (``sum_i p_i f_i``), and on the held-out
 topics ``test_loss`` (nats per byte) and ``test_accuracy`` (next-byte accuracy, greedy),
-over up to ``eval_sequences`` non-overlapping windows.
+over up to ``eval_sequences`` non-overlapping windows, and with ``completion_bytes: c``
+``test_exact_match``, the share of those windows whose last ``c`` bytes the model
+completes exactly by greedy decoding from the rest.
 
 Capabilities: ``model`` (the layout's named tensors are the parameter blocks; no
 buffers), ``batch_values`` (minibatch losses on ``grad``'s minibatch, counted
@@ -58,6 +60,7 @@ from fedopt.problems.lm.clients import WindowSampler, dirichlet_weights, task_we
 from fedopt.problems.lm.corpus import heldout_windows, load_corpus, split_topics
 from fedopt.problems.lm.pretrain import (
     PretrainResult,
+    cache_key,
     cached_pretrain,
     default_cache_dir,
     pretrain,
@@ -112,15 +115,27 @@ class TinyLMConfig(ProblemConfig):
     )
     heldout_topics: int = Field(8, ge=1, le=COUNT_MAX, description="topics held out for eval")
     split_seed: int = Field(0, ge=0, le=2**62, description="seed of the held-out draw")
-    split: LMSplitConfig = Field(default_factory=LMSplitConfig)
+    split: LMSplitConfig = Field(
+        default_factory=LMSplitConfig, description="training topics per client (task/dirichlet)"
+    )
     value_sequences: int = Field(
         16, ge=1, le=COUNT_MAX, description="fixed windows per client defining f_i"
     )
     eval_sequences: int = Field(
         256, ge=1, le=COUNT_MAX, description="held-out windows in test_loss/test_accuracy"
     )
-    model: LMModelConfig = Field(default_factory=LMModelConfig)
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    completion_bytes: int = Field(
+        0,
+        ge=0,
+        le=COUNT_MAX,
+        description="greedy completion length of test_exact_match (0: not measured)",
+    )
+    model: LMModelConfig = Field(
+        default_factory=LMModelConfig, description="shape of the byte transformer"
+    )
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig, description="centralised pre-training (cached)"
+    )
     dtype: DTypeName = Field("float32", description="parameter and compute dtype")
 
     @model_validator(mode="after")
@@ -129,6 +144,12 @@ class TinyLMConfig(ProblemConfig):
             raise ConfigError(
                 f"problem.seq_len: {self.seq_len} exceeds model.context={self.model.context} "
                 "(learned positions); use seq_len <= model.context or a longer context."
+            )
+        if self.completion_bytes > self.seq_len:
+            raise ConfigError(
+                f"problem.completion_bytes: {self.completion_bytes} exceeds seq_len="
+                f"{self.seq_len}; the prompt and its completion fill one window of seq_len + 1 "
+                "bytes. Use completion_bytes <= seq_len (e.g. 8)."
             )
         build_model(self)  # heads dividing d_model, ...
         return self
@@ -237,6 +258,7 @@ class TinyLMOracle(CountedQueries, Oracle):
             tail = self.pretrained.losses[max(0, n - 20) :]
             self.info["pretrain_first_loss"] = float(self.pretrained.losses[0])
             self.info["pretrain_last20_loss"] = float(tail.mean())
+            self.info["pretrain_key"] = self.pretrained.key
 
     # ------------------------------------------------------------------ pre-training
 
@@ -259,7 +281,8 @@ class TinyLMOracle(CountedQueries, Oracle):
         folder = None
         if p.cache:
             folder = default_cache_dir() if p.cache_dir is None else Path(p.cache_dir).expanduser()
-        return cached_pretrain(_pretrain_spec(cfg), run, folder)
+        spec = {**_pretrain_spec(cfg), "device": self.device.type}  # CPU and GPU bits differ
+        return cached_pretrain(spec, run, folder)
 
     # ------------------------------------------------------------------ helpers
 
@@ -354,7 +377,28 @@ class TinyLMOracle(CountedQueries, Oracle):
     def evaluate_test(self, x: torch.Tensor) -> dict[str, float]:
         """Held-out loss (nats per byte) and next-byte accuracy of ``x`` (not counted)."""
         loss, acc = self._losses(x.reshape(1, -1), self._test_windows.unsqueeze(0))
-        return {"test_loss": float(loss[0]), "test_accuracy": float(acc[0])}
+        out = {"test_loss": float(loss[0]), "test_accuracy": float(acc[0])}
+        if self.config.completion_bytes:
+            out["test_exact_match"] = float(self.exact_match(x).double().mean())
+        return out
+
+    def exact_match(self, x: torch.Tensor) -> torch.Tensor:
+        """Greedy completions of the held-out windows: ``bool [m]``, whether all of them
+        are right.
+
+        Each window of ``seq_len + 1`` bytes is split into a prompt and its last ``c =
+        completion_bytes`` bytes. Then ``c`` greedy steps follow (the argmax byte, appended
+        to the prompt), each one forward pass over the whole prefix.
+        """
+        c = self.config.completion_bytes
+        win = self._test_windows
+        seq = win[:, : win.shape[1] - c].unsqueeze(0)
+        W = x.to(self.dtype).reshape(1, -1)
+        with torch.no_grad():
+            for _ in range(c):
+                nxt = self.model.forward(W, seq)[:, :, -1].argmax(dim=-1, keepdim=True)
+                seq = torch.cat([seq, nxt], dim=2)
+        return (seq[0, :, -c:] == win[:, -c:]).all(dim=1)
 
     # ------------------------------------------------------------------ capability: model
 
@@ -446,6 +490,7 @@ class TinyLM(Problem):
         m = cfg.model
         corpus = load_corpus(cfg.corpus)
         split = split_topics(corpus, cfg.heldout_topics, cfg.seq_len + 1, cfg.split_seed)
+        key = _pretrain_spec(cfg) | {"device": "cpu"}
         return {
             "dim": param_count(m.layers, m.d_model, m.context, m.mlp_ratio),
             "corpus": cfg.corpus,
@@ -453,6 +498,7 @@ class TinyLM(Problem):
             "heldout_topics": len(split.heldout),
             "split": cfg.split.kind,
             "pretrain_steps": cfg.pretrain.steps,
+            "pretrain_cache_file_cpu": f"tiny_lm-{cache_key(key)[:16]}.pt",
         }
 
 
