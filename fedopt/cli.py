@@ -737,6 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
             "fzoos",
             "transport",
             "dimat",
+            "ferret",
         ],
     )
     p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
@@ -752,10 +753,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
     p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
-    p.add_argument("--repeats", type=int, default=3, help="fzoos, dimat: alternated timings")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="fzoos, dimat, ferret: alternated timings"
+    )
     p.add_argument(
         "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
     )
+    p.add_argument("--bases", type=int, default=100, help="ferret: bases K of the block")
+    p.add_argument("--device", default="cpu", help="ferret: torch device (cpu, cuda)")
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument(
         "--messages", type=int, default=300, help="transport: 4 KB payloads (40 MB: --messages/75)"

@@ -189,3 +189,25 @@ def numpy_seed(seed: int, purpose: str, *ids: int) -> int:
     for i in ids:
         k = _mix_int(k ^ (int(i) & ((1 << 64) - 1)))
     return k >> 1
+
+
+def derived_key(seed: int, purpose: str, *ids: int) -> int:
+    """Signed 64-bit key of ``(seed, purpose, ids...)``: the purpose key mixed with each id.
+
+    The key of a stream that several parties regenerate from the same integers (Ferret's
+    bases, keyed by (seed, client, round, block)); stable across runs and devices.
+    """
+    k = purpose_key(seed, purpose) & _MASK64
+    for i in ids:
+        k = _mix_int(k ^ (int(i) & _MASK64))
+    return _signed(k)
+
+
+def words(keys: torch.Tensor, start: int, count: int) -> torch.Tensor:
+    """Words ``start .. start + count - 1`` of each key's stream: ``[k, count]`` int64.
+
+    ``words(keys, 0, n)`` equals ``bits(keys, n)``; a stream can be generated piece by
+    piece (in cache-sized chunks) with the same bits as in one call.
+    """
+    j = torch.arange(start, start + count, dtype=torch.int64, device=keys.device)
+    return mix_(keys.unsqueeze(-1) + j.mul_(_GOLDEN_S))

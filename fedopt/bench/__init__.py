@@ -52,6 +52,16 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             repeats=args.repeats,
             threads=args.threads or 1,
         )
+    if args.workload == "ferret":
+        from fedopt.bench.ferret import bench_ferret
+
+        return bench_ferret(
+            dim=args.dim or 100_000,
+            bases_count=args.bases,
+            repeats=args.repeats,
+            threads=args.threads or 1,
+            device=args.device,
+        )
     defaults = {"rounds": 10, "nodes": 1024, "dim": 100_000, "clients": 1000}
     args = argparse.Namespace(
         **{**vars(args), **{k: v for k, v in defaults.items() if getattr(args, k) is None}}

@@ -68,6 +68,10 @@ BatchNorm (``digits_model`` only), two modes:
   :meth:`~DigitsOracle.get_buffers`, and average, mix and checkpoint them with the
   parameters; the compiler refuses the others.
 
+Capability ``batch_values`` (every digits problem): :meth:`DigitsOracle.batch_value`,
+the loss on the minibatch of a step, for two-point zeroth-order methods, with the
+counts ``forwards`` and ``backwards`` of minibatch passes.
+
 Capability ``model`` (every digits problem; the MLPs have no buffers, ``buf_dim = 0``):
 ``layout``, the buffer rows (``buffers``, ``get_buffers``, ``set_buffers``,
 ``reset_buffers``: the BN reset on the node's own samples), ``evaluate_nodes`` (every
@@ -325,8 +329,12 @@ class DigitsOracle(Oracle):
         ``empty_nodes`` (data ranks without samples).
     """
 
-    capabilities = frozenset({Capability.LABELS, Capability.MODEL})
+    capabilities = frozenset({Capability.LABELS, Capability.MODEL, Capability.BATCH_VALUES})
     buf_dim: int = 0
+    forwards: int = 0
+    """Forward passes over one row's minibatch served so far (:meth:`grad`, :meth:`batch_value`)."""
+    backwards: int = 0
+    """Backward passes over one row's minibatch served so far (:meth:`grad`)."""
 
     def __init__(
         self,
@@ -528,6 +536,8 @@ class DigitsOracle(Oracle):
 
     def grad(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
         """Minibatch gradient; with running statistics it updates the rows' statistics."""
+        self.forwards += len(rows)
+        self.backwards += len(rows)
         return self._minibatch_grad(X, rows, step, flip=False, update=True)
 
     num_classes = NUM_CLASSES
@@ -561,6 +571,25 @@ class DigitsOracle(Oracle):
         kept = self.counts.index_select(0, rows) > 0  # a node without samples keeps its row
         self._B.index_copy_(0, rows[kept], stats[kept])
         return self._finish(G, W, rows)
+
+    def batch_value(self, X: torch.Tensor, rows: torch.Tensor, step: Step) -> torch.Tensor:
+        """Mean cross-entropy ``[k]`` float64 of each row on :meth:`grad`'s minibatch at
+        ``step`` (train mode as the gradient's pass; running statistics are left alone),
+        plus the ridge term; ``batch_size: 0`` is the full local loss."""
+        B = self.config.batch_size
+        self.forwards += len(rows)
+        if B == 0:
+            return self.value(X, rows)
+        W = X.to(self.dtype)
+        n = len(rows)
+        flat = self.batch_indices(rows, step).add_(rows.unsqueeze(1) * self.max_m).view(-1)
+        Xb = self._X_flat.index_select(0, flat).view(n, B, NUM_FEATURES)
+        lab = self._labels_flat.index_select(0, flat).view(n, B)
+        logits = self.model.forward(W, Xb, self._buffers(n, W), train=self._bn)
+        logp = torch.log_softmax(logits.double(), dim=2)
+        loss = -logp.gather(2, lab.unsqueeze(2)).squeeze(2).mean(dim=1)
+        loss = loss * (self.counts.index_select(0, rows) > 0).double()
+        return loss.add_(self._penalty(X, rows)) if self.config.l2 > 0 else loss
 
     def _losses(
         self, X: torch.Tensor, rows: torch.Tensor, B: torch.Tensor | None = None

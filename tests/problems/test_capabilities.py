@@ -38,9 +38,9 @@ EXPECTED = {
     "quadratic": {"conjugate_gradients", "noisy_queries"},
     "least_squares": {"conjugate_gradients", "noisy_queries", "per_sample_gradients"},
     "logistic": {"labels", "noisy_queries", "per_sample_gradients"},
-    "digits_softmax": {"labels", "model"},
-    "digits_mlp": {"labels", "model"},
-    "digits_model": {"labels", "model"},
+    "digits_softmax": {"labels", "batch_values", "model"},
+    "digits_mlp": {"labels", "batch_values", "model"},
+    "digits_model": {"labels", "batch_values", "model"},
     "image_model": {"labels", "model"},
     "fc10_regression": {"per_sample_gradients"},
     "zo_quadratic": {"noisy_queries"},
@@ -92,7 +92,12 @@ def test_builtin_capabilities() -> None:
         "image_model",
         "tiny_lm",
     ]
-    assert providers(Capability.BATCH_VALUES) == ["tiny_lm"]
+    assert providers(Capability.BATCH_VALUES) == [
+        "digits_mlp",
+        "digits_model",
+        "digits_softmax",
+        "tiny_lm",
+    ]
     assert members(Capability.BATCH_VALUES) == ("backwards", "batch_value", "forwards")
     assert members(Capability.MODEL) == (
         "activations",
