@@ -226,7 +226,7 @@ def test_zeroth_order_methods_refuse_problems_without_queries() -> None:
     assert str(err.value).startswith(
         "problem.name: algorithm 'fedzo' needs capability 'noisy_queries' which problem "
         "'digits_mlp' does not provide; problems that provide it: ackley, digits_attack, "
-        "digits_metric, least_squares, levy, logistic, quadratic, zo_quadratic."
+        "digits_metric, least_squares, levy, logistic, quadratic, tiny_lm, zo_quadratic."
     )
     # a problem with gradients and queries serves both kinds of method
     raw["problem"] = QUAD64

@@ -71,7 +71,7 @@ def test_label_flipping_needs_labels() -> None:
     assert str(err.value).startswith(
         "byzantine.attack: attack 'label_flip' needs capability 'labels' which problem "
         "'quadratic' does not provide; problems that provide it: digits_mlp, digits_model, "
-        "digits_softmax, logistic."
+        "digits_softmax, image_model, logistic."
     )
     require({Capability.LABELS}, "attack 'label_flip'", "logistic", PROBLEMS.get("logistic"))
 
@@ -79,9 +79,8 @@ def test_label_flipping_needs_labels() -> None:
 def test_a_capability_nobody_provides_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as err:
         require({Capability.MODEL}, "algorithm 'x'", "quadratic", PROBLEMS.get("quadratic"))
-    assert "problems that provide it: digits_mlp, digits_model, digits_softmax, tiny_lm." in str(
-        err.value
-    )
+    want = "digits_mlp, digits_model, digits_softmax, image_model, tiny_lm."
+    assert f"problems that provide it: {want}" in str(err.value)
     monkeypatch.setattr("fedopt.problems.capabilities.providers", lambda cap: [])
     with pytest.raises(ConfigError, match="problems that provide it: none registered"):
         require({Capability.MODEL}, "algorithm 'x'", "quadratic", PROBLEMS.get("quadratic"))

@@ -41,7 +41,7 @@ EXPECTED = {
     "digits_softmax": {"labels", "batch_values", "model"},
     "digits_mlp": {"labels", "batch_values", "model"},
     "digits_model": {"labels", "batch_values", "model"},
-    "image_model": {"labels", "model"},
+    "image_model": {"labels", "batch_values", "model"},
     "fc10_regression": {"per_sample_gradients"},
     "zo_quadratic": {"noisy_queries"},
     "ackley": {"noisy_queries"},
@@ -96,6 +96,7 @@ def test_builtin_capabilities() -> None:
         "digits_mlp",
         "digits_model",
         "digits_softmax",
+        "image_model",
         "tiny_lm",
     ]
     assert members(Capability.BATCH_VALUES) == ("backwards", "batch_value", "forwards")
