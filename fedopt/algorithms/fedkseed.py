@@ -48,6 +48,7 @@ from fedopt.algorithms.base import (
 )
 from fedopt.algorithms.fedavg import sample_clients
 from fedopt.algorithms.ferret import WIRE, sampled_count
+from fedopt.algorithms.server_model import ServerModel
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
@@ -93,7 +94,7 @@ class FedMeZOConfig(TwoPointConfig):
     name: Literal["fedmezo"] = "fedmezo"
 
 
-class TwoPointStar(Algorithm):
+class TwoPointStar(ServerModel, Algorithm):
     """The shared loop (state ``w``: ``[1, dim]`` on the server)."""
 
     requires = frozenset({"star", Capability.BATCH_VALUES})
@@ -130,22 +131,6 @@ class TwoPointStar(Algorithm):
 
     def derived_constants(self) -> dict[str, Constant]:
         return {"sampled_clients": self.m, "forwards_per_client_round": 2 * self.config.local_steps}
-
-    def init_state(self) -> State:
-        ctx = self.ctx
-        if self.server is None or ctx.initial_params is None:
-            return {}
-        w = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype)
-        return {"w": w.reshape(1, -1).clone()}
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.server is None:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
-        return torch.tensor([self.server]), state["w"]
-
-    @classmethod
-    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
-        return 1
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:

@@ -50,6 +50,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
+from fedopt.algorithms.server_model import ServerModel
 from fedopt.algorithms.zo_common import fd_gradient, fd_queries, orthonormal_directions
 from fedopt.algorithms.zo_trace import DirectionTrace, check_traceable
 from fedopt.engine.payload import Payload
@@ -113,7 +114,7 @@ class FedProxZOConfig(ZeroOrderConfig):
     mu: float = Field(1.0, ge=0, description="proximal weight mu of mu (x - x_{r-1})")
 
 
-class ZeroOrderStar(Algorithm):
+class ZeroOrderStar(ServerModel, Algorithm):
     """The shared loop: broadcast, ``T`` local FD steps, weighted average at the server.
 
     Subclasses add a round-constant correction (:meth:`control`), a term that depends
@@ -187,10 +188,6 @@ class ZeroOrderStar(Algorithm):
         return 8 + 2 * q + 1
 
     @classmethod
-    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
-        return 1  # the server's model
-
-    @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
         return 2 * clients * rounds + cls.safeguard_traffic(config, plan, rounds)
@@ -203,19 +200,6 @@ class ZeroOrderStar(Algorithm):
         return 2 * len(plan.topology.role_nodes("client")) * rounds  # type: ignore[attr-defined]
 
     # -- state ------------------------------------------------------------------------
-    def init_state(self) -> State:
-        """The server's model starts at data rank 0's initial draw (``x_0``)."""
-        ctx = self.ctx
-        if self.server is None or ctx.initial_params is None:
-            return {}
-        w = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype)
-        return {"w": w.reshape(1, -1).clone()}
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.server is None:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
-        return torch.tensor([self.server]), state["w"]
-
     def metrics(self, state: State) -> dict[str, torch.Tensor]:
         """With ``trace_cosine``: the last round's direction cosines (:mod:`zo_trace`)."""
         if self.trace is None:

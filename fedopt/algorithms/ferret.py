@@ -77,6 +77,7 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.algorithms.fedavg import sample_clients
+from fedopt.algorithms.server_model import ServerModel
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
 from fedopt.ferret import bases
@@ -178,7 +179,7 @@ def sampled_count(fraction: float, clients: int) -> int:
 
 
 @ALGORITHMS.register("ferret")
-class Ferret(Algorithm):
+class Ferret(ServerModel, Algorithm):
     """Ferret over a star (state ``w``: ``[1, dim]`` on the server)."""
 
     Config = FerretConfig
@@ -272,22 +273,6 @@ class Ferret(Algorithm):
             "scale": self.scale,
             "down_bytes": self.down_payload(1).static or 0,
         }
-
-    def init_state(self) -> State:
-        ctx = self.ctx
-        if self.server is None or ctx.initial_params is None:
-            return {}
-        w = ctx.initial_params(0).to(device=ctx.device, dtype=ctx.dtype)
-        return {"w": w.reshape(1, -1).clone()}
-
-    def output(self, state: State) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.server is None:
-            return torch.empty(0, dtype=torch.int64), torch.empty(0, 0, dtype=self.ctx.dtype)
-        return torch.tensor([self.server]), state["w"]
-
-    @classmethod
-    def output_rows(cls, config: AlgorithmConfig, n: int) -> int:
-        return 1
 
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
