@@ -47,10 +47,9 @@ from fedopt.algorithms.base import (
     WorkerContext,
 )
 from fedopt.algorithms.fedavg import sample_clients
-from fedopt.algorithms.ferret import WIRE, sampled_count
+from fedopt.algorithms.ferret import WIRE, check_sampling_and_accounting, sampled_count
 from fedopt.algorithms.server_model import ServerModel
 from fedopt.engine.payload import Payload
-from fedopt.errors import ConfigError
 from fedopt.fields import COUNT_MAX
 from fedopt.problems.capabilities import Capability
 
@@ -104,19 +103,7 @@ class TwoPointStar(ServerModel, Algorithm):
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
         cfg: TwoPointConfig = config  # type: ignore[assignment]
-        clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        if sampled_count(cfg.client_fraction, clients) < 1:
-            raise ConfigError(
-                f"algorithm.client_fraction: {cfg.client_fraction:g} of {clients} clients "
-                f"rounds to 0 sampled clients per round (m = round(C N)); use client_fraction "
-                f">= {1 / clients:.3g} (one client per round)"
-            )
-        if cfg.accounting == "paper" and cfg.wire_dtype in ("float64", "float32"):
-            raise ConfigError(
-                f"algorithm.wire_dtype: accounting 'paper' counts 2 bytes per scalar, "
-                f"but wire_dtype is {cfg.wire_dtype!r}; use wire_dtype float16 or bfloat16 "
-                "(or leave it unset), or accounting: true_size"
-            )
+        check_sampling_and_accounting(cfg, plan)
 
     def __init__(self, config: TwoPointConfig, ctx: WorkerContext) -> None:
         super().__init__(config, ctx)

@@ -178,6 +178,27 @@ def sampled_count(fraction: float, clients: int) -> int:
     return clients if fraction >= 1 else round(fraction * clients)
 
 
+def check_sampling_and_accounting(cfg: Any, plan: Any) -> None:
+    """Refuse a ``client_fraction`` that samples no client and ``accounting: paper``
+    (2 bytes per scalar) with a 4- or 8-byte ``wire_dtype`` (ConfigError naming the fix).
+
+    Shared by Ferret and the two-point baselines (:mod:`fedopt.algorithms.fedkseed`).
+    """
+    clients = len(plan.topology.role_nodes("client"))
+    if sampled_count(cfg.client_fraction, clients) < 1:
+        raise ConfigError(
+            f"algorithm.client_fraction: {cfg.client_fraction:g} of {clients} clients "
+            f"rounds to 0 sampled clients per round (m = round(C N)); use client_fraction "
+            f">= {1 / clients:.3g} (one client per round)"
+        )
+    if cfg.accounting == "paper" and cfg.wire_dtype in ("float64", "float32"):
+        raise ConfigError(
+            f"algorithm.wire_dtype: accounting 'paper' counts 2 bytes per scalar, "
+            f"but wire_dtype is {cfg.wire_dtype!r}; use wire_dtype float16 or bfloat16 "
+            "(or leave it unset), or accounting: true_size"
+        )
+
+
 @ALGORITHMS.register("ferret")
 class Ferret(ServerModel, Algorithm):
     """Ferret over a star (state ``w``: ``[1, dim]`` on the server)."""
@@ -191,19 +212,7 @@ class Ferret(ServerModel, Algorithm):
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
         cfg: FerretConfig = config  # type: ignore[assignment]
-        clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        if sampled_count(cfg.client_fraction, clients) < 1:
-            raise ConfigError(
-                f"algorithm.client_fraction: {cfg.client_fraction:g} of {clients} clients "
-                f"rounds to 0 sampled clients per round (m = round(C N)); use client_fraction "
-                f">= {1 / clients:.3g} (one client per round)"
-            )
-        if cfg.accounting == "paper" and cfg.wire_dtype in ("float64", "float32"):
-            raise ConfigError(
-                f"algorithm.wire_dtype: accounting 'paper' counts 2 bytes per scalar, "
-                f"but wire_dtype is {cfg.wire_dtype!r}; use wire_dtype float16 or bfloat16 "
-                "(or leave it unset), or accounting: true_size"
-            )
+        check_sampling_and_accounting(cfg, plan)
         if cfg.clip_norm is not None and cfg.part("seed_mode") != "fixed_pool":
             raise ConfigError(
                 "algorithm.clip_norm: per-seed clipping acts on the server's coefficient "
