@@ -83,14 +83,19 @@ def cluster():
         stop_pids((ray_pids() - before) | started)
 
 
-def test_run_spans_both_nodes_and_equals_local(cluster, tmp_path: Path) -> None:
+def _cluster_run_equals_local(
+    cluster, tmp_path: Path, rounds: int, *extra: str
+) -> tuple[Path, Path]:
+    """Run QUICK on the 2-node cluster (2 actors, ``extra`` flags) and locally; assert
+    one actor on each Ray node and equal summaries; return both run directories."""
     env, address = cluster["env"], cluster["address"]
     ray_out, local_out = tmp_path / "ray", tmp_path / "local"
-    common = ["--set", "stop.rounds=20", "--quiet"]
+    common = ["--set", f"stop.rounds={rounds}", "--quiet"]
     r = fedopt(
         "run",
         QUICK,
         *common,
+        *extra,
         "--engine",
         "ray",
         "--actors",
@@ -110,6 +115,11 @@ def test_run_spans_both_nodes_and_equals_local(cluster, tmp_path: Path) -> None:
     b = json.loads((local_out / "summary.json").read_text())
     for key in ("params_sha256", "final_loss", "bytes_total", "messages_total", "sim_time_s"):
         assert a[key] == b[key]
+    return ray_out, local_out
+
+
+def test_run_spans_both_nodes_and_equals_local(cluster, tmp_path: Path) -> None:
+    ray_out, local_out = _cluster_run_equals_local(cluster, tmp_path, 20)
 
     def strip(p: Path) -> list[dict]:
         lines = (p / "metrics.jsonl").read_text().splitlines()
@@ -120,35 +130,9 @@ def test_run_spans_both_nodes_and_equals_local(cluster, tmp_path: Path) -> None:
 
 def test_grpc_transport_across_the_two_nodes(cluster, tmp_path: Path) -> None:
     """Payloads cross the two Ray nodes over gRPC (the cluster's token in metadata)."""
-    env, address = cluster["env"], cluster["address"]
-    out, local_out = tmp_path / "grpc", tmp_path / "local"
-    common = ["--set", "stop.rounds=10", "--quiet"]
-    r = fedopt(
-        "run",
-        QUICK,
-        *common,
-        "--set",
-        "engine.transport=grpc",
-        "--engine",
-        "ray",
-        "--actors",
-        "2",
-        "--address",
-        address,
-        "--out",
-        str(out),
-        env=env,
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = fedopt("run", QUICK, *common, "--out", str(local_out), env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
-    workers = json.loads((out / "env.json").read_text())["workers"]
-    assert len({w["ray_node_id"] for w in workers}) == 2
-    a = json.loads((out / "summary.json").read_text())
-    b = json.loads((local_out / "summary.json").read_text())
-    for key in ("params_sha256", "final_loss", "bytes_total", "messages_total", "sim_time_s"):
-        assert a[key] == b[key]
-    tr = a["transport"]  # ring of 16 on 2 workers: 2 cut edges each way, one payload each
+    out, _ = _cluster_run_equals_local(cluster, tmp_path, 10, "--set", "engine.transport=grpc")
+    # ring of 16 on 2 workers: 2 cut edges each way, one payload each
+    tr = json.loads((out / "summary.json").read_text())["transport"]
     assert tr["grpc_payloads"] == 10 * 2 and tr["logical_cross_worker_messages"] == 10 * 4
     assert tr["logical_cross_worker_bytes"] < tr["grpc_bytes"] < tr["wire_bytes"]
 
