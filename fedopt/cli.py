@@ -760,7 +760,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
     )
     p.add_argument("--bases", type=int, default=100, help="ferret: bases K of the block")
-    p.add_argument("--device", default="cpu", help="ferret: torch device (cpu, cuda)")
+    p.add_argument(
+        "--device", default="cpu", help="ferret, fzoos: torch device of the batched way (cpu, cuda)"
+    )
     p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
     p.add_argument(
         "--messages", type=int, default=300, help="transport: 4 KB payloads (40 MB: --messages/75)"

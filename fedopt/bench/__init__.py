@@ -51,6 +51,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             features=args.features,
             repeats=args.repeats,
             threads=args.threads or 1,
+            device=args.device,
         )
     if args.workload == "ferret":
         from fedopt.bench.ferret import bench_ferret

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from fedopt.bench.device import bench_device
 from fedopt.ferret import bases
 
 
@@ -69,7 +70,7 @@ def bench_ferret(
 ) -> dict[str, Any]:
     """Median entries/s of projection, reconstruction and the two references."""
     torch.set_num_threads(threads)
-    dev = torch.device(device)
+    dev = bench_device(device)
     K, d = bases_count, dim
     keys = bases.keys(0, "bench/ferret", (), K)
     x = torch.linspace(-1, 1, d, dtype=torch.float64, device=dev)

@@ -26,6 +26,10 @@ post-aggregation query boxes around it, targets from the spec's quadratic. The i
 are fixed inputs, so both ways do the same work. The record gives the median seconds
 of each way (``gp``: neighbourhoods, fits, gradients and scores; ``rff``: fit and
 corrections), their ratios, and the largest differences between the two answers.
+
+``device`` moves the batched way (histories, iterates and the features ``W, b``) to a
+torch device such as ``cuda``; the reference way always runs on the CPU, as the
+reference code does, and the batched timings wait for the device to finish.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 
 from fedopt import rng
+from fedopt.bench.device import bench_device
 from fedopt.zo import align, gp, kernels, rff
 
 F64 = torch.float64
@@ -298,6 +303,29 @@ def compare(batched: dict[str, Any], reference: dict[str, Any], s: dict[str, Any
     }
 
 
+def on_device(inp: dict[str, Any], feats: rff.Features, device: torch.device):
+    """The batched way's inputs and features moved to ``device``."""
+    moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inp.items()}
+    return moved, rff.Features(feats.W8.to(device), feats.b8.to(device), feats.dim, feats.count)
+
+
+def _synced(f: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    """``f`` followed by a wait for ``device`` (kernels run asynchronously on a GPU)."""
+    if device.type != "cuda":
+        return f
+
+    def run() -> Any:
+        out = f()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def _cpu(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.cpu() for k, v in out.items()}
+
+
 def _time(variants: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
@@ -317,8 +345,10 @@ def bench_fzoos(
     repeats: int = 3,
     threads: int = 1,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Seconds of one round's surrogate work each way, their ratio and agreement."""
+    dev = bench_device(device)
     torch.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
@@ -328,12 +358,13 @@ def bench_fzoos(
     s = dict(SETTINGS)
     inp = make_inputs(clients, dim, history, local_steps, 100, 200, features, seed)
     feats = rff.features(seed, dim, features, s["rff_lengthscale"])
+    dinp, dfeats = on_device(inp, feats, dev)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn's ill-conditioning notes
         runs = {
-            "batched_gp": lambda: batched_gp(inp, s),
+            "batched_gp": _synced(lambda: batched_gp(dinp, s), dev),
             "reference_gp": lambda: reference_gp(inp, s),
-            "batched_rff": lambda: batched_rff(inp, s, feats),
+            "batched_rff": _synced(lambda: batched_rff(dinp, s, dfeats), dev),
             "reference_rff": lambda: reference_rff(inp, s, feats),
         }
         answers = {k: f() for k, f in runs.items()}
@@ -341,7 +372,7 @@ def bench_fzoos(
     if limiter is not None:
         limiter.unregister()
     agree = compare(
-        {**answers["batched_gp"], **answers["batched_rff"]},
+        {**_cpu(answers["batched_gp"]), **_cpu(answers["batched_rff"])},
         {**answers["reference_gp"], **answers["reference_rff"]},
         s,
         dim,
@@ -356,6 +387,7 @@ def bench_fzoos(
         "features": features,
         "local_steps": local_steps,
         "threads": threads,
+        "device": str(dev),
         "seconds": {k: round(v, 4) for k, v in med.items()},
         "round_s": {"batched": round(batched, 4), "reference": round(reference, 4)},
         "speedup": {

@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from fedopt.bench import fzoos as bench
 from fedopt.cli import main
@@ -44,3 +45,26 @@ def test_bench_fzoos_prints_one_json_line() -> None:
     assert rec["workload"] == "fzoos" and rec["clients"] == 2 and rec["features"] == 64
     assert rec["round_s"]["batched"] > 0 and rec["speedup"]["round"] > 0
     assert rec["agreement"]["grad_rel"] < 1e-8 and rec["agreement"]["picks_differing"] == 0
+
+
+def test_bench_refuses_a_device_it_cannot_use(capsys) -> None:
+    from fedopt.bench.device import bench_device
+    from fedopt.errors import ConfigError
+
+    assert bench_device("cpu").type == "cpu"
+    with pytest.raises(ConfigError, match="--device: 'tpu' is not a torch device"):
+        bench_device("tpu")
+    if not torch.cuda.is_available():
+        args = ["bench", "fzoos", "--clients", "2", "--dim", "8", "--device", "cuda"]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "--device: 'cuda'" in err and "use --device cpu" in err
+        assert "Traceback" not in err and "internal error" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_way_on_the_gpu_gives_the_cpu_answers() -> None:
+    rec = bench.bench_fzoos(clients=3, dim=12, history=90, features=400, repeats=1, device="cuda")
+    assert rec["device"].startswith("cuda")
+    assert rec["agreement"]["grad_rel"] < 1e-8 and rec["agreement"]["theta_rel"] < 1e-8
+    assert rec["agreement"]["picks_differing"] == 0
