@@ -101,11 +101,16 @@ class FedAvgConfig(AlgorithmConfig):
     )
 
 
+def sampled_count(fraction: float, clients: int) -> int:
+    """``m = max(1, round(C N))`` clients per round (Python's rounding); all when ``C >= 1``."""
+    return clients if fraction >= 1.0 else max(1, round(fraction * clients))
+
+
 def sample_clients(seed: int, clients: torch.Tensor, fraction: float, t: int) -> torch.Tensor:
     """Sorted global ids of the clients sampled in round ``t`` (identical on every worker)."""
     if fraction >= 1.0:
         return clients
-    m = max(1, round(fraction * len(clients)))
+    m = sampled_count(fraction, len(clients))
     u = rng.bits(rng.node_keys(seed, "client_sample", clients, t), 1).squeeze(1)
     picked = torch.argsort(u, stable=True)[:m]
     return torch.sort(clients[picked]).values
@@ -121,12 +126,6 @@ class FedAvg(Algorithm):
     supports_byzantine = True
     moves_buffers = True
     state_tensors = 4  # the clients' models, their updates, the gathered and attacked ones
-
-    @staticmethod
-    def _sampled_count(config: FedAvgConfig, clients: int) -> int:
-        if config.client_fraction >= 1:
-            return clients
-        return max(1, round(config.client_fraction * clients))
 
     @classmethod
     def check_plan(cls, config: AlgorithmConfig, plan: object) -> None:
@@ -157,7 +156,7 @@ class FedAvg(Algorithm):
         if rule.summable and f_actual == 0:
             return  # summed on the way: any number of updates will do
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        m = cls._sampled_count(config, clients)
+        m = sampled_count(config.client_fraction, clients)
         try:
             rule.check(m)
         except ConfigError as exc:
@@ -195,7 +194,7 @@ class FedAvg(Algorithm):
         clients = len(self.client_ids)
         out: dict[str, Constant] = {
             "clients": clients,
-            "sampled_clients": self._sampled_count(self.config, clients),
+            "sampled_clients": sampled_count(self.config.client_fraction, clients),
             "byzantine": len(self.byzantine),
         }
         out.update(rule_constants(self.rule))
@@ -368,9 +367,4 @@ class FedAvg(Algorithm):
     @classmethod
     def analytic_traffic(cls, config: AlgorithmConfig, plan: object, rounds: int) -> int:
         clients = len(plan.topology.role_nodes("client"))  # type: ignore[attr-defined]
-        m = (
-            clients
-            if config.client_fraction >= 1
-            else max(1, round(config.client_fraction * clients))
-        )
-        return 2 * m * rounds
+        return 2 * sampled_count(config.client_fraction, clients) * rounds

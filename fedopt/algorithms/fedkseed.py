@@ -46,8 +46,8 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.fedavg import sample_clients
-from fedopt.algorithms.ferret import WIRE, check_sampling_and_accounting, sampled_count
+from fedopt.algorithms.fedavg import sample_clients, sampled_count
+from fedopt.algorithms.ferret import WIRE, check_sampling_and_accounting
 from fedopt.algorithms.server_model import ServerModel
 from fedopt.engine.payload import Payload
 from fedopt.fields import COUNT_MAX

@@ -76,7 +76,7 @@ from fedopt.algorithms.base import (
     State,
     WorkerContext,
 )
-from fedopt.algorithms.fedavg import sample_clients
+from fedopt.algorithms.fedavg import sample_clients, sampled_count
 from fedopt.algorithms.server_model import ServerModel
 from fedopt.engine.payload import Payload
 from fedopt.errors import ConfigError
@@ -173,11 +173,6 @@ def block_entries(layout: Any) -> list[tuple[str, int, int]]:
     return [(e.name, e.offset, e.numel) for e in layout.params]
 
 
-def sampled_count(fraction: float, clients: int) -> int:
-    """``m = round(C N)`` clients per round (Python's rounding, as ``sample_clients``)."""
-    return clients if fraction >= 1 else round(fraction * clients)
-
-
 def check_sampling_and_accounting(cfg: Any, plan: Any) -> None:
     """Refuse a ``client_fraction`` that samples no client and ``accounting: paper``
     (2 bytes per scalar) with a 4- or 8-byte ``wire_dtype`` (ConfigError naming the fix).
@@ -185,7 +180,7 @@ def check_sampling_and_accounting(cfg: Any, plan: Any) -> None:
     Shared by Ferret and the two-point baselines (:mod:`fedopt.algorithms.fedkseed`).
     """
     clients = len(plan.topology.role_nodes("client"))
-    if sampled_count(cfg.client_fraction, clients) < 1:
+    if cfg.client_fraction < 1 and round(cfg.client_fraction * clients) < 1:
         raise ConfigError(
             f"algorithm.client_fraction: {cfg.client_fraction:g} of {clients} clients "
             f"rounds to 0 sampled clients per round (m = round(C N)); use client_fraction "
