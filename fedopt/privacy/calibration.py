@@ -43,6 +43,7 @@ Field names in error messages are those of :data:`FIELDS`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -246,6 +247,16 @@ def dp_sgd_noise_multiplier(
     steps = count_value(steps, FIELDS["steps"])
     if math.isinf(epsilon):
         return 0.0
+    return _calibrated_noise_multiplier(float(epsilon), float(delta), float(q), steps, tol)
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated_noise_multiplier(
+    epsilon: float, delta: float, q: float, steps: int, tol: float
+) -> float:
+    """:func:`dp_sgd_noise_multiplier` on checked arguments, remembered per process: a
+    sweep's cells that differ only in the clip or the step (a grid, the halving of a
+    learning rate) share one search (about a second each)."""
     dpa = dp_accounting()
 
     def dp_event_of(z: float) -> object:

@@ -175,6 +175,19 @@ def test_dp_sgd_noise_multiplier_known_value():
     assert dp_sgd_noise_multiplier(math.inf, DELTA, 0.1, 100) == 0.0
 
 
+def test_dp_sgd_noise_multiplier_searches_once_per_budget():
+    pytest.importorskip("dp_accounting")
+    from fedopt.privacy.calibration import _calibrated_noise_multiplier
+
+    # a sweep's cells differing only in clip or step share the search (about 1 s each)
+    first = dp_sgd_noise_multiplier(4.0, DELTA, 0.05, 700)
+    before = _calibrated_noise_multiplier.cache_info()
+    assert dp_sgd_noise_multiplier(4, DELTA, 0.05, 700) == first  # an int epsilon too
+    after = _calibrated_noise_multiplier.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    assert dp_sgd_noise_multiplier(4.0, DELTA, 0.05, 701) > first  # one more step: more noise
+
+
 @pytest.mark.parametrize("sample_rate", [1.0, 0.01])
 def test_dp_sgd_noise_multiplier_unreachable(sample_rate):
     pytest.importorskip("dp_accounting")
