@@ -40,6 +40,7 @@ buffers), ``batch_values`` (minibatch losses on ``grad``'s minibatch, counted
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -245,8 +246,18 @@ class TinyLMOracle(CountedQueries, Oracle):
         self._value_windows = self.sampler.sample(self._cdf, value_keys, config.value_sequences)
         test = heldout_windows(corpus, split.heldout, L + 1, config.eval_sequences)
         self._test_windows = torch.from_numpy(test.astype(np.int64)).to(device)
-        self.pretrained = self._pretrain()
-        self.info: dict[str, object] = {
+
+    @functools.cached_property
+    def pretrained(self) -> PretrainResult | None:
+        """The pre-training, run (or read from its cache) on first use: validating an
+        experiment builds the oracle without it."""
+        return self._pretrain()
+
+    @functools.cached_property
+    def info(self) -> dict[str, object]:
+        """Facts for records (class doc); reading it runs the pre-training."""
+        split = self.split
+        info: dict[str, object] = {
             "train_topics": len(split.train),
             "heldout_topics": len(split.heldout),
             "too_short_topics": len(split.too_short),
@@ -256,9 +267,10 @@ class TinyLMOracle(CountedQueries, Oracle):
         if self.pretrained is not None:
             n = len(self.pretrained.losses)
             tail = self.pretrained.losses[max(0, n - 20) :]
-            self.info["pretrain_first_loss"] = float(self.pretrained.losses[0])
-            self.info["pretrain_last20_loss"] = float(tail.mean())
-            self.info["pretrain_key"] = self.pretrained.key
+            info["pretrain_first_loss"] = float(self.pretrained.losses[0])
+            info["pretrain_last20_loss"] = float(tail.mean())
+            info["pretrain_key"] = self.pretrained.key
+        return info
 
     # ------------------------------------------------------------------ pre-training
 
