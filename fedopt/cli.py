@@ -12,6 +12,17 @@ from typing import Any
 from fedopt.errors import ConfigError, EngineError, RunInterrupted
 
 
+def _count(text: str) -> int:
+    """argparse type of the bench's sizes and counts: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
 def _add_set(p: argparse.ArgumentParser, unset: bool = True) -> None:
     p.add_argument(
         "--set",
@@ -740,45 +751,51 @@ def build_parser() -> argparse.ArgumentParser:
             "ferret",
         ],
     )
-    p.add_argument("--clients", type=int, default=None, help="clients (default 1000; fzoos: 5)")
+    p.add_argument("--clients", type=_count, default=None, help="clients (default 1000; fzoos: 5)")
     p.add_argument(
         "--rounds",
-        type=int,
+        type=_count,
         default=None,
         help="rounds (default 10; sweep: 1000; dimat: training steps)",
     )
-    p.add_argument("--nodes", type=int, default=None, help="nodes (default 1024; sweep: 32)")
+    p.add_argument("--nodes", type=_count, default=None, help="nodes (default 1024; sweep: 32)")
     p.add_argument(
-        "--dim", type=int, default=None, help="dimension (default 100000; sweep: 2000; fzoos: 300)"
+        "--dim",
+        type=_count,
+        default=None,
+        help="dimension (default 100000; sweep: 2000; fzoos: 300)",
     )
-    p.add_argument("--features", type=int, default=10_000, help="fzoos: random features M")
-    p.add_argument("--history", type=int, default=545, help="fzoos: queries per client so far")
+    p.add_argument("--features", type=_count, default=10_000, help="fzoos: random features M")
+    p.add_argument("--history", type=_count, default=545, help="fzoos: queries per client so far")
     p.add_argument(
-        "--repeats", type=int, default=3, help="fzoos, dimat, ferret: alternated timings"
+        "--repeats", type=_count, default=3, help="fzoos, dimat, ferret: alternated timings"
     )
     p.add_argument(
         "--model", choices=["cnn", "resnet20"], default="cnn", help="dimat: the digits model"
     )
-    p.add_argument("--bases", type=int, default=100, help="ferret: bases K of the block")
+    p.add_argument("--bases", type=_count, default=100, help="ferret: bases K of the block")
     p.add_argument(
         "--device", default="cpu", help="ferret, fzoos: torch device of the batched way (cpu, cuda)"
     )
-    p.add_argument("--events", type=int, default=200_000, help="dadao: events to simulate")
+    p.add_argument("--events", type=_count, default=200_000, help="dadao: events to simulate")
     p.add_argument(
-        "--messages", type=int, default=300, help="transport: 4 KB payloads (40 MB: --messages/75)"
+        "--messages",
+        type=_count,
+        default=300,
+        help="transport: 4 KB payloads (40 MB: --messages/75)",
     )
     p.add_argument("--graph", default="torus", help="dadao: topology name")
-    p.add_argument("--hidden", type=int, default=64, help="monna: hidden units of the MLP")
+    p.add_argument("--hidden", type=_count, default=64, help="monna: hidden units of the MLP")
     p.add_argument("--attack", default="alie", help="monna: the Byzantine attack")
     p.add_argument("--engine", choices=["local", "ray"], default="local")
-    p.add_argument("--actors", type=int, default=None, help="ray: number of actors")
+    p.add_argument("--actors", type=_count, default=None, help="ray: number of actors")
     p.add_argument("--address", default=None, help="ray: cluster address")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--chunk", type=int, default=1024)
+    p.add_argument("--threads", type=_count, default=None)
+    p.add_argument("--chunk", type=_count, default=1024)
     p.add_argument("--data", choices=["auto", "materialize", "regenerate"], default="auto")
     p.add_argument("--no-meter", action="store_true", help="disable metering (overhead check)")
-    p.add_argument("--cells", type=int, default=64, help="sweep: number of cells")
-    p.add_argument("--jobs", type=int, default=None, help="sweep: worker processes")
+    p.add_argument("--cells", type=_count, default=64, help="sweep: number of cells")
+    p.add_argument("--jobs", type=_count, default=None, help="sweep: worker processes")
     p.set_defaults(func=cmd_bench)
 
     p = command("cluster", "start/join/stop a Ray cluster with token auth")

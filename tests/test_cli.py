@@ -171,3 +171,24 @@ def test_bench_monna_prints_ms_per_round() -> None:
     rec = json.loads(buf.getvalue().strip().splitlines()[-1])
     assert rec["rounds"] == 4 and rec["dim"] == 64 * 8 + 8 + 8 * 10 + 10
     assert 0 < rec["ms_per_round"] <= rec["ms_per_round_p90"]
+
+
+@pytest.mark.parametrize(
+    "args, flag, value",
+    [
+        (["fzoos", "--repeats", "0"], "--repeats", "'0'"),
+        (["fzoos", "--clients", "0"], "--clients", "'0'"),
+        (["ferret", "--bases", "-3"], "--bases", "'-3'"),
+        (["transport", "--messages", "0"], "--messages", "'0'"),
+        (["sweep", "--cells", "x"], "--cells", "'x'"),
+        (["fzoos", "--history", "1.5"], "--history", "'1.5'"),
+    ],
+)
+def test_bench_refuses_a_count_below_one_naming_the_flag(capsys, args, flag, value) -> None:
+    # 0 used to mean "the default" (--clients, --dim) or crash (--repeats, --bases)
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", *args])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be an integer >= 1, got {value}" in err
+    assert "Traceback" not in err and "internal error" not in err
